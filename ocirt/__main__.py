@@ -1,0 +1,5 @@
+"""``python -m ocirt``: the same entry point as the ``ocirt`` script."""
+
+from ocirt.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,120 @@
+"""The ``ocirt`` command: argument routing, error reporting and exit status."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ocirt.cli.globals import Globals
+
+#: Variables that would let a caller steer the runtime's Python.
+_PYTHON_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONINSPECT", "PYTHONUSERBASE",
+               "PYTHONEXECUTABLE", "PYTHONWARNINGS", "PYTHONPYCACHEPREFIX", "PYTHONSAFEPATH")  # fmt: skip
+
+
+def _harden() -> None:
+    """Re-exec isolated (-I) if the caller's environment could steer this interpreter.
+
+    Engines run the runtime as root with their own environment; a PYTHONPATH of
+    theirs must not decide which code ocirt runs. Costs nothing when unset.
+    """
+    if sys.flags.isolated or not any(k in os.environ for k in _PYTHON_ENV):
+        return
+    env = {k: v for k, v in os.environ.items() if k not in _PYTHON_ENV}
+    os.execve(sys.executable, [sys.executable, "-I", "-m", "ocirt", *sys.argv[1:]], env)
+
+
+def normalize(args: list[str]) -> list[str]:
+    """Accept Go-style single-dash long flags (``-no-subreaper``, ``-bundle=x``).
+
+    Only tokens naming a known long option, or shaped like one before the command
+    (``-log``), are rewritten; command arguments such as ``-c`` are untouched.
+    """
+    from ocirt.cli.fastpath import long_option_names
+
+    known = long_option_names() | {"--no-subreaper", "--format", "--quiet", "--version", "--help"}
+    out = []
+    for arg in args:
+        if arg == "--":
+            out.extend(args[len(out) :])
+            break
+        if arg.startswith("-") and not arg.startswith("--") and len(arg.split("=", 1)[0]) > 2:
+            candidate = "-" + arg
+            if candidate.split("=", 1)[0] in known:
+                arg = candidate
+        out.append(arg)
+    return out
+
+
+def _fallback_globals(args: list[str]) -> Globals:
+    """Enough of the global options to report an error before parsing succeeded."""
+    from ocirt.cli.globals import Globals
+
+    values: dict[str, str] = {}
+    for i, arg in enumerate(args):
+        for name in ("--log", "--log-format"):
+            if arg == name and i + 1 < len(args):
+                values[name] = args[i + 1]
+            elif arg.startswith(name + "="):
+                values[name] = arg.split("=", 1)[1]
+    return Globals(log=values.get("--log"), log_format=values.get("--log-format", "text"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``ocirt`` script; returns the exit status."""
+    if argv is None:
+        _harden()
+        argv = sys.argv[1:]
+    args = normalize(argv)
+    from ocirt.cli import fastpath
+    from ocirt.core.errors import OcirtError
+
+    g: Globals | None = None
+    try:
+        try:
+            parsed = fastpath.parse(args)
+        except fastpath.Unparsed:
+            return _run_typer(args)
+        from ocirt.cli import commands
+        from ocirt.cli.globals import Globals
+
+        global_opts, command, options = parsed
+        g = Globals(**global_opts)  # type: ignore[arg-type]
+        handler = {
+            "create": commands.create,
+            "run": commands.run,
+            "start": commands.start,
+            "state": commands.state,
+            "kill": commands.kill,
+            "delete": commands.delete,
+        }[command]
+        return handler(g, **options)  # type: ignore[operator]
+    except OcirtError as e:
+        (g or _fallback_globals(args)).log.error(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_typer(args: list[str]) -> int:
+    from ocirt.cli.app import app
+    from ocirt.core.errors import OcirtError
+
+    try:
+        result = app(args=args, prog_name="ocirt", standalone_mode=False)
+    except OcirtError as e:
+        _fallback_globals(args).log.error(str(e))
+        return e.exit_code
+    except Exception as e:
+        # click's (or typer's vendored click's) usage errors, Exit and Abort.
+        if hasattr(e, "format_message"):
+            _fallback_globals(args).log.error(e.format_message())
+            return int(getattr(e, "exit_code", 2))
+        if type(e).__name__ == "Exit":
+            return int(getattr(e, "exit_code", 0))
+        if type(e).__name__ == "Abort":
+            return 130
+        raise
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,200 @@
+"""The ocirt command line, as a typer app: runc's commands and flags, plus plugins.
+
+``ocirt.cli.main`` routes the engine's hot commands through ``fastpath`` and
+everything else (help included) through this app; both call ``commands``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ocirt.cli import commands
+from ocirt.cli.globals import Globals
+from ocirt.core.state import DEFAULT_ROOT
+
+app = typer.Typer(
+    name="ocirt",
+    help="An OCI container runtime built as a plugin framework (runc-compatible).",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+Id = Annotated[str, typer.Argument(help="The container id.", show_default=False)]
+Bundle = Annotated[str, typer.Option("--bundle", "-b", help="Path to the bundle (config.json + rootfs).")]
+ConsoleSocket = Annotated[
+    Optional[str], typer.Option("--console-socket", help="Unix socket receiving the pty master.")
+]
+PidFile = Annotated[Optional[str], typer.Option("--pid-file", help="Write the init's pid here.")]
+NoPivot = Annotated[bool, typer.Option("--no-pivot", help="Use MS_MOVE + chroot instead of pivot_root.")]
+NoNewKeyring = Annotated[bool, typer.Option("--no-new-keyring", help="Keep the caller's session keyring.")]
+PreserveFds = Annotated[int, typer.Option("--preserve-fds", help="Pass fds 3..3+N-1 to the container.")]
+
+_PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+
+
+def _version(value: bool) -> None:
+    if value:
+        commands.version()
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _globals(
+    ctx: typer.Context,
+    root: Annotated[str, typer.Option("--root", help="Directory holding container state.")] = DEFAULT_ROOT,
+    log: Annotated[Optional[str], typer.Option("--log", help="Log file (errors also go to stderr).")] = None,
+    log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
+    debug: Annotated[bool, typer.Option("--debug", help="Log debug lines.")] = False,
+    systemd_cgroup: Annotated[
+        bool, typer.Option("--systemd-cgroup", help="cgroupsPath is slice:prefix:name.")
+    ] = False,
+    rootless: Annotated[str, typer.Option("--rootless", help="true, false or auto.")] = "auto",
+    criu: Annotated[str, typer.Option("--criu", help="The criu binary.")] = "criu",
+    plugin: Annotated[
+        Optional[list[str]],
+        typer.Option("--plugin", "-p", help="Load a plugin (name or module); -p no:NAME disables one."),
+    ] = None,
+    no_plugin: Annotated[Optional[list[str]], typer.Option("--no-plugin", help="Disable a plugin.")] = None,
+    trace: Annotated[
+        Optional[str], typer.Option("--trace", help="Append one JSON line per hook call (also OCIRT_TRACE).")
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", "-v", is_eager=True, callback=_version, help="Print the version.")
+    ] = False,
+) -> None:
+    ctx.obj = Globals(
+        root=root, log=log, log_format=log_format, debug=debug, systemd_cgroup=systemd_cgroup,
+        rootless=rootless, criu=criu, plugin=plugin, no_plugin=no_plugin, trace=trace,
+    )  # fmt: skip
+
+
+def _exit(status: int) -> None:
+    raise typer.Exit(status)
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    container_id: Id,
+    bundle: Bundle = ".",
+    console_socket: ConsoleSocket = None,
+    pid_file: PidFile = None,
+    no_pivot: NoPivot = False,
+    no_new_keyring: NoNewKeyring = False,
+    preserve_fds: PreserveFds = 0,
+) -> None:
+    """Create a container; its init waits until `start`."""
+    _exit(commands.create(ctx.obj, container_id, bundle, console_socket, pid_file, no_pivot,
+                          no_new_keyring, preserve_fds))  # fmt: skip
+
+
+@app.command()
+def run(
+    ctx: typer.Context,
+    container_id: Id,
+    bundle: Bundle = ".",
+    console_socket: ConsoleSocket = None,
+    pid_file: PidFile = None,
+    no_pivot: NoPivot = False,
+    no_new_keyring: NoNewKeyring = False,
+    preserve_fds: PreserveFds = 0,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once started.")] = False,
+    keep: Annotated[bool, typer.Option("--keep", help="Do not delete the container after it exits.")] = False,
+) -> None:
+    """Create and start a container; in the foreground, exit with its status."""
+    _exit(commands.run(ctx.obj, container_id, bundle, console_socket, pid_file, no_pivot,
+                       no_new_keyring, preserve_fds, detach, keep))  # fmt: skip
+
+
+@app.command()
+def start(ctx: typer.Context, container_id: Id) -> None:
+    """Start a created container: its init execs the user process."""
+    _exit(commands.start(ctx.obj, container_id))
+
+
+@app.command()
+def state(ctx: typer.Context, container_id: Id) -> None:
+    """Print the container's state as JSON."""
+    _exit(commands.state(ctx.obj, container_id))
+
+
+@app.command()
+def kill(
+    ctx: typer.Context,
+    container_id: Id,
+    signal: Annotated[str, typer.Argument(help="Number or name (TERM, SIGKILL...).")] = "SIGTERM",
+    all_processes: Annotated[bool, typer.Option("--all", "-a", help="Signal every process.")] = False,
+) -> None:
+    """Send a signal to the container's init (or, with --all, to all its processes)."""
+    _exit(commands.kill(ctx.obj, container_id, signal, all_processes))
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    container_id: Id,
+    force: Annotated[bool, typer.Option("--force", "-f", help="Kill the container if it runs.")] = False,
+) -> None:
+    """Delete a stopped container and everything made for it."""
+    _exit(commands.delete(ctx.obj, container_id, force))
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print ids only.")] = False,
+) -> None:
+    """List the containers under --root."""
+    _exit(commands.list_containers(ctx.obj, fmt, quiet))
+
+
+@app.command()
+def spec(
+    ctx: typer.Context,
+    bundle: Bundle = ".",
+    rootless: Annotated[bool, typer.Option("--rootless", help="A config for an unprivileged user.")] = False,
+) -> None:
+    """Write a default config.json into the bundle."""
+    _exit(commands.spec(ctx.obj, bundle, rootless))
+
+
+@app.command()
+def features(ctx: typer.Context) -> None:
+    """Print what this runtime supports, assembled from the loaded plugins."""
+    _exit(commands.features(ctx.obj))
+
+
+@app.command()
+def plugins(
+    ctx: typer.Context,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json.")] = "table",
+) -> None:
+    """Show the loaded plugins, where they come from and the hooks they implement."""
+    _exit(commands.plugins_info(ctx.obj, fmt))
+
+
+def _unsupported(name: str, summary: str) -> None:
+    def command(ctx: typer.Context) -> None:
+        _exit(commands.not_supported(name))
+
+    command.__doc__ = f"{summary} (not supported yet)."
+    app.command(name, context_settings=_PASSTHROUGH)(command)
+
+
+for _name, _summary in {
+    "exec": "Run a process in a running container",
+    "ps": "List the container's processes",
+    "pause": "Freeze every process of the container",
+    "resume": "Thaw a paused container",
+    "update": "Change a container's resource limits",
+    "events": "Print the container's events and stats",
+    "checkpoint": "Checkpoint a running container with CRIU",
+    "restore": "Restore a container from a checkpoint",
+}.items():
+    _unsupported(_name, _summary)

@@ -1,0 +1,69 @@
+"""The object every hook receives: one container, seen from the current process."""
+
+from __future__ import annotations
+
+from ocirt.core.errors import OcirtError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocirt.core.log import Logger
+    from ocirt.core.spec import Spec
+    from ocirt.core.state import ContainerState
+    from ocirt.core.sync import Channel
+
+
+class Container:
+    """A container as plugins see it.
+
+    ``spec`` is None when a later command (``delete``) finds the bundle gone.
+    ``plugin_data`` is persisted in the state between commands: each plugin
+    keeps its own key (``container.plugin_data["cgroups"]``).
+    ``options`` holds the command-line options that reach plugins (``no_pivot``,
+    ``console_socket``, ``preserve_fds``, ``systemd_cgroup``, ``rootless``...).
+    """
+
+    def __init__(
+        self,
+        container_id: str,
+        spec: Spec | None,
+        state: ContainerState,
+        log: Logger,
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        self.id = container_id
+        self.spec = spec
+        self.state = state
+        self.log = log
+        self.options: dict[str, Any] = options or {}
+        #: Set by a namespace plugin when the init must be forked after entry.
+        self.fork_init = False
+        #: The init's pid in the runtime's pid namespace, once known.
+        self.init_pid = 0
+        #: "runtime", "setup" or "init": which process is running the hook.
+        self.role = "runtime"
+        self.channel: Channel | None = None
+
+    @property
+    def plugin_data(self) -> dict[str, Any]:
+        return self.state.plugin_data
+
+    @property
+    def bundle(self) -> str:
+        return self.state.bundle
+
+    def require_spec(self) -> Spec:
+        if self.spec is None:
+            raise OcirtError(f"container {self.id!r}: its bundle's config.json is no longer readable")
+        return self.spec
+
+    def ask_runtime(self, name: str, **data: Any) -> dict[str, Any]:
+        """From the setup child or init: have the runtime process act and reply.
+
+        The runtime answers through the ``ocirt_runtime_request`` hook.
+        """
+        if self.channel is None:
+            raise OcirtError(f"ask_runtime({name!r}) is only possible during create")
+        self.channel.send(type="request", name=name, data=data)
+        return self.channel.expect("reply").get("data") or {}

@@ -1,0 +1,212 @@
+"""Every hook a plugin can implement, one per setup phase, in lifecycle order.
+
+Each hook receives ``container`` (:class:`ocirt.core.context.Container`): the id,
+the loaded spec, the CLI options, ``plugin_data`` persisted with the state, and
+``log``. A hookimpl may accept any subset of a hook's arguments.
+
+Processes, as named below:
+
+* **runtime**: the ``ocirt`` command itself, in the caller's namespaces.
+* **setup child**: the first child forked by ``create``. It creates or joins the
+  namespaces; if one of them applies only to children (pid, time) it forks the
+  init and exits.
+* **init**: the container's first process, later exec'ing ``process.args``.
+
+After ``ocirt_pivot_root`` the runtime's own files are out of reach: code that
+runs in the init from then on must not import lazily (import at module level).
+
+Ordering inside a phase uses ``tryfirst``/``trylast``, never registration order.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+from ocirt import PROJECT_NAME
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    from ocirt.core.context import Container
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# --------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_features(container: Container | None) -> dict[str, Any] | None:
+    """Report what this plugin supports, as a fragment of ``ocirt features``.
+
+    Runtime process. Fragments are merged key by key (lists concatenated,
+    objects merged), so the output is honest by construction.
+    """
+
+
+# --------------------------------------------------------------------------
+# create: runtime process, before anything is forked
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_validate(container: Container) -> None:
+    """Check this plugin's part of config.json; raise ``SpecError`` naming the field.
+
+    Runtime process, caller's namespaces, nothing created yet. Also the place to
+    refuse options the plugin cannot honour on this host.
+    """
+
+
+@hookspec
+def ocirt_prepare_host(container: Container) -> None:
+    """Create host-side resources (a cgroup directory, network plumbing).
+
+    Runtime process, before the fork. Record what was made in
+    ``container.plugin_data`` so ``ocirt_cleanup`` can undo it.
+    """
+
+
+# --------------------------------------------------------------------------
+# create: setup child, host pid namespace
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_enter_namespaces(container: Container) -> None:
+    """Create or join the container's namespaces.
+
+    Setup child, before the init exists. Set ``container.fork_init = True`` when
+    a namespace only applies to children (pid, time): the kernel then forks the
+    init. Use ``container.ask_runtime(name, **data)`` for work that must be done
+    from outside (writing uid maps).
+    """
+
+
+# --------------------------------------------------------------------------
+# create: runtime process, init pid known
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ocirt_runtime_request(container: Container, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """Answer a request the setup child or init made with ``container.ask_runtime``.
+
+    Runtime process. Return a dict (the reply) if the request is yours.
+    """
+
+
+@hookspec
+def ocirt_configure_from_host(container: Container) -> None:
+    """Act on the new init from the host: join it to a cgroup, move devices, hooks.
+
+    Runtime process, ``container.init_pid`` set, the init waiting before its
+    rootfs setup. ``createRuntime`` and ``prestart`` hooks belong here.
+    """
+
+
+# --------------------------------------------------------------------------
+# create: init, inside the container's namespaces
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_setup_rootfs(container: Container) -> None:
+    """Prepare the root filesystem: propagation, the rootfs bind, mounts, devices.
+
+    Init, in the container's mount namespace, before pivot_root; paths are host
+    paths under ``container.spec.rootfs``.
+    """
+
+
+@hookspec
+def ocirt_create_container(container: Container) -> None:
+    """The ``createContainer`` point: rootfs mounted, before pivot_root.
+
+    Init, in the container's namespaces.
+    """
+
+
+@hookspec(firstresult=True)
+def ocirt_pivot_root(container: Container) -> bool | None:
+    """Make the rootfs the init's ``/`` (pivot_root, or MS_MOVE + chroot with --no-pivot).
+
+    Init. Return True when done; the first implementation that does wins.
+    """
+
+
+@hookspec
+def ocirt_after_pivot(container: Container) -> None:
+    """Work that needs the final ``/``: masked and read-only paths, sysctls.
+
+    Init, after pivot_root.
+    """
+
+
+@hookspec
+def ocirt_finalize_process(container: Container) -> None:
+    """Shape the process: rlimits, user, groups, capabilities, seccomp (trylast).
+
+    Init, just before it reports ``created``; the fewer syscalls after the
+    seccomp filter, the better, so filters load ``trylast``.
+    """
+
+
+# --------------------------------------------------------------------------
+# start
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_start_container(container: Container) -> None:
+    """The ``startContainer`` point: ``start`` was called, the exec is next.
+
+    Init, in the container, after pivot_root.
+    """
+
+
+@hookspec
+def ocirt_poststart(container: Container) -> None:
+    """After the user process was started (``poststart`` hooks). Runtime process."""
+
+
+# --------------------------------------------------------------------------
+# control of a live container
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ocirt_status(container: Container) -> str | None:
+    """Refine a live container's status (e.g. ``paused``). Runtime process."""
+
+
+@hookspec(firstresult=True)
+def ocirt_kill_all(container: Container, signal: int) -> bool | None:
+    """Send ``signal`` to every process of the container; True if done. Runtime."""
+
+
+@hookspec(firstresult=True)
+def ocirt_command(container: Container, command: str, options: dict[str, Any]) -> int | None:
+    """Carry out a command a backend plugin owns (pause, update, checkpoint...).
+
+    Runtime process. Return an exit status if ``command`` is yours; the CLI
+    reports "not supported" when no plugin answers.
+    """
+
+
+# --------------------------------------------------------------------------
+# delete (and the rollback of a failed create)
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_cleanup(container: Container) -> None:
+    """Release what this plugin made for the container; must be idempotent.
+
+    Runtime process, the init gone. Also called to roll back a failed create,
+    so it must cope with a half-made container. ``poststop`` hooks run here
+    (``trylast``).
+    """

@@ -1,0 +1,488 @@
+"""create / start / kill / delete / run: the only place that forks.
+
+The kernel's part of each command is the OCI state machine and the handshake;
+everything that isolates happens in plugin hooks (see ``hookspecs``).
+
+create::
+
+    runtime            setup child                 init
+    validate
+    prepare_host
+    fork ------------> enter_namespaces
+                       [fork_init: fork ---------> (continues below)
+                        report pid, exit]
+    <- pid
+    configure_from_host
+    continue ----------------------------------->  setup_rootfs, create_container,
+                                                   pivot_root, after_pivot,
+                                                   finalize_process, find executable
+    <- ready ------------------------------------  blocks opening exec.fifo
+    state "created", pid file, exit
+
+start opens exec.fifo; init runs ``ocirt_start_container`` and execs.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal as _signal
+import time
+
+from ocirt import OCI_VERSION
+from ocirt.core import plugins, trace
+from ocirt.core import spec as spec_mod
+from ocirt.core.context import Container
+from ocirt.core.errors import ContainerNotFound, OcirtError
+from ocirt.core.state import (
+    CREATED,
+    CREATING,
+    RUNNING,
+    STOPPED,
+    ContainerState,
+    StateStore,
+    now_rfc3339,
+    process_start_time,
+    wait_gone,
+)
+from ocirt.core.sync import Channel, channel_pair
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+    import pluggy
+
+    from ocirt.core.log import Logger
+    from ocirt.core.plugins import PluginRef
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KILL_TIMEOUT = 10.0
+
+
+class Runtime:
+    """What every command needs: the state store, the log, the trace file."""
+
+    def __init__(self, store: StateStore, log: Logger, trace_path: str | None = None) -> None:
+        self.store = store
+        self.log = log
+        self.trace_path = trace_path
+
+    def manager(self, refs: list[Any]) -> pluggy.PluginManager:
+        return plugins.manager(refs, self.trace_path)
+
+    def context(self, state: ContainerState, spec: spec_mod.Spec | None = None, **options: Any) -> Container:
+        if spec is None:
+            try:
+                spec = spec_mod.load(state.bundle)
+            except OcirtError:
+                spec = None
+        return Container(state.id, spec, state, self.log, options)
+
+    # ------------------------------------------------------------------ create
+
+    def create(
+        self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
+    ) -> Container:
+        """Create a container and leave its init waiting on exec.fifo."""
+        spec = spec_mod.load(bundle)
+        directory = self.store.reserve(container_id)
+        state = ContainerState(
+            {
+                "ociVersion": OCI_VERSION,
+                "id": container_id,
+                "status": CREATING,
+                "pid": 0,
+                "bundle": spec.bundle,
+                "rootfs": spec.rootfs,
+                "created": now_rfc3339(),
+                "owner": _owner(),
+                "annotations": spec.annotations,
+                "has_process": spec.process is not None,
+                "plugins": [r.as_dict() for r in refs],
+            },
+            directory,
+        )
+        ctx = Container(container_id, spec, state, self.log, options)
+        pm = None
+        try:
+            with self.store.lock(container_id):
+                self.store.save(state)
+                pm = self.manager(list(refs))
+                state.data["hooks"] = sorted(
+                    name for name in pm.hook.__dict__ if getattr(pm.hook, name).get_hookimpls()
+                )
+                pm.hook.ocirt_validate(container=ctx)
+                fifo_fd = _make_fifo(state.fifo)
+                pm.hook.ocirt_prepare_host(container=ctx)
+                self._fork_and_drive(ctx, pm, fifo_fd)
+                state.data.update(
+                    status=CREATED, pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid)
+                )
+                self.store.save(state)
+                if options.get("pid_file"):
+                    write_pid_file(options["pid_file"], ctx.init_pid)
+        except BaseException:
+            self._rollback(ctx, pm)
+            raise
+        return ctx
+
+    def _fork_and_drive(self, ctx: Container, pm: pluggy.PluginManager, fifo_fd: int) -> None:
+        runtime_end, child_end = channel_pair()
+        started = time.time()
+        setup_pid = os.fork()
+        if setup_pid == 0:  # pragma: no cover - runs in the child
+            runtime_end.close()
+            preserved = int(ctx.options.get("preserve_fds") or 0)
+            _close_fds_except({0, 1, 2, *range(3, 3 + preserved), child_end.read_fd,
+                               child_end.write_fd, fifo_fd, *trace.fds()})  # fmt: skip
+            _setup_child(ctx, pm, child_end, fifo_fd)
+        os.close(fifo_fd)
+        child_end.close()
+        ctx.channel = runtime_end
+        try:
+            self._drive(ctx, pm, runtime_end, setup_pid)
+        finally:
+            runtime_end.close()
+            ctx.channel = None
+            trace.record("create.fork_to_ready", "kernel", started)
+
+    def _drive(self, ctx: Container, pm: pluggy.PluginManager, chan: Channel, setup_pid: int) -> None:
+        """Serve the setup child and init until init reports ready."""
+        while True:
+            message = chan.recv()
+            if message is None:
+                raise OcirtError(f"container init exited during setup{_exit_note(setup_pid)}")
+            if "error" in message:
+                raise OcirtError(message["error"])
+            kind = message.get("type")
+            if kind == "request":
+                reply = pm.hook.ocirt_runtime_request(
+                    container=ctx, name=message["name"], data=message.get("data") or {}
+                )
+                if reply is None:
+                    chan.send(error=f"no plugin answers the request {message['name']!r}")
+                    raise OcirtError(f"no plugin answers the request {message['name']!r}")
+                chan.send(type="reply", data=reply)
+            elif kind == "pid":
+                ctx.init_pid = int(message["pid"])
+                if ctx.init_pid != setup_pid:
+                    os.waitpid(setup_pid, 0)
+                ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
+                self.store.save(ctx.state)
+                pm.hook.ocirt_configure_from_host(container=ctx)
+                chan.send(type="continue")
+            elif kind == "ready":
+                return
+            else:
+                raise OcirtError(f"container setup: unexpected message {message!r}")
+
+    def _rollback(self, ctx: Container, pm: pluggy.PluginManager | None) -> None:
+        """Undo a failed create: end the init, let plugins release, drop the state."""
+        pid = ctx.init_pid or ctx.state.pid
+        if pid:
+            start = process_start_time(pid)
+            _kill_quietly(pid, _signal.SIGKILL)
+            _reap_if_child(pid)
+            wait_gone(pid, start, KILL_TIMEOUT)
+        if pm is not None:
+            try:
+                pm.hook.ocirt_cleanup(container=ctx)
+            except Exception as e:
+                self.log.warning(f"rollback of {ctx.id!r}: {e}")
+        self.store.remove(ctx.id)
+
+    # ------------------------------------------------------------------- start
+
+    def start(self, container_id: str) -> Container:
+        """Let a created container's init exec the user process."""
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = state.status()
+            if status != CREATED:
+                raise OcirtError(f"cannot start container {container_id!r}: it is {status}, not created")
+            if not state.data.get("has_process"):
+                raise OcirtError(
+                    f"cannot start container {container_id!r}: its config.json has no process "
+                    "(the spec requires process at start)"
+                )
+            _release_init(state)
+            os.unlink(state.fifo)
+            state.data["status"] = RUNNING
+            self.store.save(state)
+            ctx = Container(container_id, None, state, self.log)
+            if "ocirt_poststart" in state.data.get("hooks", ()):
+                ctx = self.context(state)
+                self.manager(state.plugins).hook.ocirt_poststart(container=ctx)
+            return ctx
+
+    # -------------------------------------------------------------------- kill
+
+    def kill(self, container_id: str, sig: int, all_processes: bool = False) -> None:
+        state = self.store.load(container_id)
+        status = state.status()
+        if status == STOPPED:
+            raise OcirtError(f"container {container_id!r} is not running")
+        if status == CREATING:
+            raise OcirtError(f"container {container_id!r} is still being created")
+        if all_processes and self._kill_all(state, sig):
+            return
+        os.kill(state.pid, sig)
+
+    def _kill_all(self, state: ContainerState, sig: int) -> bool:
+        if "ocirt_kill_all" not in state.data.get("hooks", ()):
+            self.log.warning(
+                f"kill --all: no loaded plugin tracks the processes of {state.id!r}; signalling its init only"
+            )
+            return False
+        done = self.manager(state.plugins).hook.ocirt_kill_all(container=self.context(state), signal=sig)
+        return bool(done)
+
+    # ------------------------------------------------------------------ delete
+
+    def delete(self, container_id: str, force: bool = False) -> None:
+        if not self.store.exists(container_id):
+            if force:
+                self.store.remove(container_id)  # a half-made directory, if any
+                return
+            raise ContainerNotFound(f"container {container_id!r} does not exist")
+        with self.store.lock(container_id):
+            state = self.store.load(container_id)
+            status = state.status()
+            if status != STOPPED:
+                if not force:
+                    raise OcirtError(
+                        f"cannot delete container {container_id!r} that is {status}: stop it first or use --force"
+                    )
+                start = state.data.get("init_start")
+                if not self._kill_all(state, _signal.SIGKILL):
+                    _kill_quietly(state.pid, _signal.SIGKILL)
+                if not wait_gone(state.pid, start, KILL_TIMEOUT):
+                    raise OcirtError(f"container {container_id!r}: init {state.pid} did not exit after SIGKILL")
+            ctx = self.context(state)
+            if state.data.get("hooks") and "ocirt_cleanup" in state.data["hooks"]:
+                self.manager(state.plugins).hook.ocirt_cleanup(container=ctx)
+            self.store.remove(container_id)
+
+    # --------------------------------------------------------------------- run
+
+    def wait(self, pid: int) -> int:
+        """Wait for the init (our child, or reparented to us as subreaper); forward signals.
+
+        Returns the exit status as a shell shows it (128+N for a signal).
+        """
+        forwarded = (
+            _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
+            _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH,
+        )  # fmt: skip
+        for sig in forwarded:
+            _signal.signal(sig, lambda signum, _frame: _kill_quietly(pid, signum))
+        while True:
+            try:
+                child, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                wait_gone(pid, None, 1e9)
+                return 0
+            if child == pid:
+                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+# ---------------------------------------------------------------------- child side
+
+
+def _setup_child(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int) -> None:
+    """The forked child: enter namespaces, maybe fork the init, then become it. Never returns."""
+    code = 1
+    try:
+        ctx.role, ctx.channel = "setup", chan
+        trace.set_role("setup")
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        pm.hook.ocirt_enter_namespaces(container=ctx)
+        if ctx.fork_init:
+            init_pid = os.fork()
+            if init_pid:
+                chan.send(type="pid", pid=init_pid)
+                code = 0
+                return
+        else:
+            chan.send(type="pid", pid=os.getpid())
+        _init(ctx, pm, chan, fifo_fd)
+    except BaseException as e:
+        try:
+            chan.send(error=error_text(e))
+        except OSError:  # after "ready" nobody listens: tell the container's stderr
+            os.write(2, f"ocirt: {error_text(e)}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def _init(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int) -> None:
+    ctx.role = "init"
+    trace.set_role("init")
+    chan.expect("continue")
+    spec = ctx.require_spec()
+    pm.hook.ocirt_setup_rootfs(container=ctx)
+    pm.hook.ocirt_create_container(container=ctx)
+    if not pm.hook.ocirt_pivot_root(container=ctx):
+        ctx.log.warning("no plugin changed the root: the container shares the host's /")
+    pm.hook.ocirt_after_pivot(container=ctx)
+    pm.hook.ocirt_finalize_process(container=ctx)
+    process = spec.process
+    executable = find_executable(process) if process else ""
+    chan.send(type="ready")
+    chan.close()
+    ctx.channel = None
+    # Blocks until `start` opens the fifo for reading.
+    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+    os.write(fd, b"0")
+    os.close(fd)
+    os.close(fifo_fd)
+    pm.hook.ocirt_start_container(container=ctx)
+    if process is None:
+        raise OcirtError("config.json has no process")
+    _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
+    env = process.get("env") or []
+    try:
+        os.execve(executable, process["args"], dict(e.split("=", 1) for e in env))
+    except OSError as e:
+        os.write(2, f"ocirt: exec {executable}: {e.strerror.lower()}\n".encode())
+        os._exit(127 if e.errno == 2 else 126)
+
+
+def find_executable(process: dict[str, Any]) -> str:
+    """Resolve ``args[0]`` in the container as execvp would, with errors engines understand.
+
+    Engines map "no such file or directory" to 127 and "permission denied" to 126.
+    """
+    name = process["args"][0]
+    if "/" in name:
+        candidates = [name]
+    else:
+        path = DEFAULT_PATH
+        for item in process.get("env") or []:
+            if item.startswith("PATH="):
+                path = item[5:]
+        candidates = [os.path.join(d or ".", name) for d in path.split(":")]
+    denied = ""
+    for candidate in candidates:
+        try:
+            st = os.stat(candidate)
+        except OSError:
+            continue
+        if (st.st_mode & 0o170000) == 0o100000 and os.access(candidate, os.X_OK):
+            return candidate
+        denied = candidate
+    if denied:
+        raise OcirtError(f'exec: "{name}": {denied}: permission denied')
+    if "/" in name:
+        raise OcirtError(f'exec: "{name}": stat {name}: no such file or directory')
+    raise OcirtError(f'exec: "{name}": executable file not found in $PATH: no such file or directory')
+
+
+def _close_fds_except(keep: set[int]) -> None:
+    """Close every fd not in ``keep``: the state lock, the caller's stray fds..."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _close_extra_fds(first: int) -> None:
+    """Mark every fd from ``first`` up close-on-exec: nothing of the runtime leaks in."""
+    try:
+        fds = [int(n) for n in os.listdir("/proc/self/fd")]
+    except OSError:
+        fds = list(range(first, 1024))
+    for fd in fds:
+        if fd >= first:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _make_fifo(path: str) -> int:
+    """exec.fifo: init blocks opening it for writing until ``start`` opens it to read."""
+    os.mkfifo(path, 0o622)
+    os.chmod(path, 0o622)
+    return os.open(path, os.O_PATH | os.O_CLOEXEC)
+
+
+def _release_init(state: ContainerState) -> None:
+    """Open the fifo (which unblocks init) and read its byte; fail if init dies."""
+    import select
+
+    fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = time.monotonic() + KILL_TIMEOUT
+        while True:
+            if poller.poll(20) and os.read(fd, 1):
+                return
+            if not state.init_alive():
+                raise OcirtError(f"cannot start container {state.id!r}: its init process has exited")
+            if time.monotonic() > deadline:
+                raise OcirtError(f"cannot start container {state.id!r}: its init did not answer")
+    finally:
+        os.close(fd)
+
+
+def write_pid_file(path: str, pid: int) -> None:
+    """The decimal pid, no newline, written atomically (engines read it at once)."""
+    path = os.path.abspath(path)
+    tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(str(pid))
+    os.rename(tmp, path)
+
+
+def _kill_quietly(pid: int, sig: int) -> None:
+    if pid <= 0:  # never signal a process group by accident
+        return
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _reap_if_child(pid: int) -> None:
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _exit_note(pid: int) -> str:
+    try:
+        _, status = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        return ""
+    if os.WIFSIGNALED(status):
+        return f" (killed by signal {os.WTERMSIG(status)})"
+    return ""
+
+
+def _owner() -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
+
+
+def error_text(e: BaseException) -> str:
+    """One line for an exception: OcirtError as is, OSError with its path."""
+    if isinstance(e, OcirtError):
+        return str(e)
+    if isinstance(e, OSError):
+        reason = (e.strerror or str(e)).lower()
+        return f"{e.filename}: {reason}" if e.filename else reason
+    return f"{type(e).__name__}: {e}"

@@ -1,0 +1,61 @@
+"""The runtime's log: runc's ``--log FILE --log-format text|json`` contract.
+
+Engines read JSON lines ``{"level":"error","msg":...,"time":...}`` from the log
+file and show the last error's ``msg``; podman shows stderr. Errors therefore go
+to both; warnings and debug lines go to the log file, or stderr without one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+
+
+class Logger:
+    def __init__(self, path: str | None = None, fmt: str = "text", debug: bool = False) -> None:
+        self.path = path
+        self.fmt = fmt
+        self.threshold = LEVELS["debug"] if debug else LEVELS["info"]
+
+    def _line(self, level: str, msg: str) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.fmt == "json":
+            return json.dumps({"level": level, "msg": msg, "time": stamp}) + "\n"
+        return f'time="{stamp}" level={level} msg="{msg}"\n'
+
+    def _write(self, level: str, msg: str) -> None:
+        if self.path:
+            try:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+                try:
+                    os.write(fd, self._line(level, msg).encode())
+                finally:
+                    os.close(fd)
+                return
+            except OSError:
+                pass
+        if level != "error":
+            sys.stderr.write(f"ocirt: {level}: {msg}\n")
+            sys.stderr.flush()
+
+    def error(self, msg: str) -> None:
+        """An error: one line on stderr, and a line in the log file when one is given."""
+        if self.path:
+            self._write("error", msg)
+        sys.stderr.write(f"ocirt: {msg}\n")
+        sys.stderr.flush()
+
+    def warning(self, msg: str) -> None:
+        self._write("warning", msg)
+
+    def info(self, msg: str) -> None:
+        if self.threshold <= LEVELS["info"] and self.path:
+            self._write("info", msg)
+
+    def debug(self, msg: str) -> None:
+        if self.threshold <= LEVELS["debug"]:
+            self._write("debug", msg)

@@ -1,0 +1,227 @@
+"""Container state on disk: one directory per container under the state root.
+
+``<root>/<id>/state.json`` is written to a temporary file and renamed, so a
+reader never sees half a file; ``<root>/<id>/lock`` is flock'ed by every command
+that changes the container, so two commands on one id are serialised;
+``<root>/<id>/exec.fifo`` exists while the container is ``created``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import shutil
+import time
+
+from ocirt.core.errors import ContainerNotFound, OcirtError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from typing import Any
+
+DEFAULT_ROOT = "/run/ocirt"
+STATE_FILE = "state.json"
+FIFO_NAME = "exec.fifo"
+LOCK_NAME = "lock"
+
+# Container ids, as runc allows them: no '/', no '..', nothing unprintable.
+_ID_RE = re.compile(r"^[\w+\-.]+$")
+
+CREATING, CREATED, RUNNING, STOPPED, PAUSED = "creating", "created", "running", "stopped", "paused"
+
+
+def check_id(container_id: str) -> None:
+    if not container_id or not _ID_RE.match(container_id) or container_id in (".", ".."):
+        raise OcirtError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")
+
+
+def process_start_time(pid: int) -> str | None:
+    """Field 22 of /proc/<pid>/stat (start time in ticks), or None if the pid is gone or a zombie.
+
+    Paired with the pid it identifies a process across pid reuse.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            raw = f.read()
+    except OSError:
+        return None
+    fields = raw[raw.rfind(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return fields[19].decode()
+
+
+class ContainerState:
+    """What ocirt remembers about one container (a superset of the OCI state)."""
+
+    def __init__(self, data: dict[str, Any], directory: str) -> None:
+        self.data = data
+        self.dir = directory
+
+    @property
+    def id(self) -> str:
+        return str(self.data["id"])
+
+    @property
+    def pid(self) -> int:
+        return int(self.data.get("pid") or 0)
+
+    @property
+    def bundle(self) -> str:
+        return str(self.data["bundle"])
+
+    @property
+    def fifo(self) -> str:
+        return os.path.join(self.dir, FIFO_NAME)
+
+    @property
+    def plugins(self) -> list[dict[str, str]]:
+        """The plugin set the container was created with: ``[{"name", "module"}]``."""
+        return list(self.data.get("plugins") or [])
+
+    @property
+    def plugin_data(self) -> dict[str, Any]:
+        """Per-plugin scratch space persisted with the state (e.g. a cgroup path)."""
+        return self.data.setdefault("plugin_data", {})
+
+    def init_alive(self) -> bool:
+        pid = self.pid
+        return pid > 0 and process_start_time(pid) == self.data.get("init_start")
+
+    def status(self) -> str:
+        """The live status: the stored one, corrected by whether init still exists."""
+        stored = self.data.get("status", CREATING)
+        if stored == CREATING:
+            return CREATING
+        if not self.init_alive():
+            return STOPPED
+        if os.path.exists(self.fifo):
+            return CREATED
+        return RUNNING if stored in (CREATED, STOPPED) else stored
+
+    def oci_state(self, status: str | None = None) -> dict[str, Any]:
+        """The state as the runtime spec (and runc's ``state`` output) shows it."""
+        status = status or self.status()
+        out: dict[str, Any] = {
+            "ociVersion": self.data["ociVersion"],
+            "id": self.id,
+            "pid": self.pid if status != STOPPED else 0,
+            "status": status,
+            "bundle": self.bundle,
+            "rootfs": self.data.get("rootfs", ""),
+            "created": self.data.get("created", ""),
+            "owner": self.data.get("owner", ""),
+        }
+        if self.data.get("annotations"):
+            out["annotations"] = self.data["annotations"]
+        return out
+
+
+class StateStore:
+    """The directory holding every container's state (``--root``)."""
+
+    def __init__(self, root: str = DEFAULT_ROOT) -> None:
+        self.root = os.path.abspath(root)
+
+    def dir(self, container_id: str) -> str:
+        check_id(container_id)
+        return os.path.join(self.root, container_id)
+
+    def exists(self, container_id: str) -> bool:
+        return os.path.exists(os.path.join(self.dir(container_id), STATE_FILE))
+
+    def reserve(self, container_id: str) -> str:
+        """Make the container's directory; fail if the id is taken."""
+        directory = self.dir(container_id)
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(directory, 0o711)
+        except FileExistsError:
+            raise OcirtError(f"container {container_id!r} already exists") from None
+        return directory
+
+    def load(self, container_id: str) -> ContainerState:
+        directory = self.dir(container_id)
+        try:
+            with open(os.path.join(directory, STATE_FILE), "rb") as f:
+                data = json.loads(f.read())
+        except FileNotFoundError:
+            raise ContainerNotFound(f"container {container_id!r} does not exist") from None
+        except ValueError as e:
+            raise OcirtError(f"container {container_id!r}: corrupt state file: {e}") from None
+        return ContainerState(data, directory)
+
+    def save(self, state: ContainerState) -> None:
+        """Write state.json atomically (temporary file, fsync-free rename)."""
+        path = os.path.join(state.dir, STATE_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            json.dump(state.data, f)
+        os.rename(tmp, path)
+
+    def remove(self, container_id: str) -> None:
+        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+
+    def ids(self) -> list[str]:
+        try:
+            names = os.listdir(self.root)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE)))
+
+    def lock(self, container_id: str) -> Lock:
+        return Lock(os.path.join(self.dir(container_id), LOCK_NAME))
+
+
+class Lock:
+    """An exclusive flock on a container's lock file, as a context manager."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = -1
+
+    def __enter__(self) -> Lock:
+        try:
+            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            raise ContainerNotFound(
+                f"container {os.path.basename(os.path.dirname(self.path))!r} does not exist"
+            ) from None
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self.fd)
+        self.fd = -1
+
+
+def now_rfc3339() -> str:
+    """The current time as runc writes it: RFC 3339 with nanoseconds, UTC."""
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+
+
+def wait_gone(pid: int, start: str | None, timeout: float) -> bool:
+    """Poll until the process (pid + start time) has exited; True if it did."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while time.monotonic() < deadline:
+        if process_start_time(pid) != start:
+            return True
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+    return process_start_time(pid) != start
+
+
+def iter_states(store: StateStore) -> Iterator[ContainerState]:
+    for container_id in store.ids():
+        try:
+            yield store.load(container_id)
+        except OcirtError:
+            continue
+
+
+__all__ = ["DEFAULT_ROOT", "ContainerState", "StateStore", "check_id"]

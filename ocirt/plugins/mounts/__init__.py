@@ -1,0 +1,1 @@
+"""The ``mounts`` plugin: the root filesystem, ``mounts``, default devices, masked paths."""

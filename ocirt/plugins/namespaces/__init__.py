@@ -1,0 +1,1 @@
+"""The ``namespaces`` plugin: creates or joins the namespaces ``linux.namespaces`` lists."""

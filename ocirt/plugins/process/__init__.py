@@ -1,0 +1,1 @@
+"""The ``process`` plugin (essential): cwd, rlimits, user and groups, umask, no_new_privs."""

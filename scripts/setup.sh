@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Prepare a machine to develop and test ocirt: system packages, .venv with
+# ocirt installed editable, and the busybox demo bundle (run unless --no-demo).
+# Usage: scripts/setup.sh [--no-demo]
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$repo"
+
+demo=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-demo) demo=0 ;;
+    *) echo "usage: $0 [--no-demo]" >&2; exit 2 ;;
+  esac
+done
+
+# apt-get is slow even when there is nothing to do: only call it for
+# packages that are not installed yet, so reruns (every test run) stay fast.
+apt_install() {
+  local pkg missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
+  ((${#missing[@]})) || return 0
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# busybox-static: demo/test rootfs; runc: reference runtime for benchmarks;
+# libseccomp2: seccomp filters; iproute2, util-linux: ip, nsenter, unshare...
+apt_install busybox-static runc libseccomp2 iproute2 util-linux
+
+# `python3` on PATH may be a pyenv shim (a slow shell script); the venv must be
+# built from a real interpreter that has venv/ensurepip.
+find_python() {
+  local cand
+  for cand in /root/.pyenv/versions/3.11.7/bin/python3 \
+    "$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)" \
+    /usr/bin/python3; do
+    if [[ -n "$cand" && -x "$cand" ]] &&
+      "$cand" -c 'import sys, venv, ensurepip; assert sys.version_info >= (3, 11)' 2>/dev/null; then
+      echo "$cand"
+      return 0
+    fi
+  done
+  return 1
+}
+
+if ! .venv/bin/python -c '' 2>/dev/null; then
+  python="$(find_python)" || { apt_install python3 python3-venv; python="$(find_python)"; }
+  echo "setup: creating .venv with $python"
+  rm -rf .venv
+  "$python" -m venv .venv
+fi
+
+# The install is editable, so source edits need no reinstall; only a changed
+# pyproject.toml (dependencies, entry points) does. Skip pip otherwise.
+stamp=.venv/.ocirt-installed
+want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [[ ! -x .venv/bin/ocirt || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
+  echo "setup: installing ocirt[dev] into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  echo "$want" >"$stamp"
+fi
+
+((demo)) || exit 0
+
+scripts/make-busybox-bundle.sh demo/busybox
+.venv/bin/python - demo/busybox/config.json <<'PY'
+import json, sys
+
+path = sys.argv[1]
+with open(path) as f:
+    cfg = json.load(f)
+cfg["process"]["args"] = [
+    "sh", "-c", "echo hello from $(hostname), pid $$ in a new pid namespace"
+]
+cfg["process"]["terminal"] = False
+cfg["hostname"] = "ocirt-demo"
+with open(path, "w") as f:
+    json.dump(cfg, f, indent=2)
+    f.write("\n")
+PY
+
+# A demo interrupted earlier may have left its container behind.
+.venv/bin/ocirt --root "$repo/demo/state" delete --force ocirt-demo >/dev/null 2>&1 || true
+.venv/bin/ocirt --root "$repo/demo/state" run --bundle demo/busybox ocirt-demo
