@@ -134,9 +134,7 @@ def report(results: dict[str, dict[str, list[float]]], runs: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=30, help="timed runs per scenario")
-    parser.add_argument(
-        "--ocirt", default=str(REPO / ".venv" / "bin" / "ocirt"), help="ocirt binary"
-    )
+    parser.add_argument("--ocirt", default=str(REPO / ".venv" / "bin" / "ocirt"), help="ocirt binary")
     parser.add_argument("--runc", default="runc", help="reference runtime binary")
     args = parser.parse_args()
     if args.runs < 1:

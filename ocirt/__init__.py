@@ -17,6 +17,12 @@ OCI_VERSION = "1.2.0"
 
 PROJECT_NAME = "ocirt"
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import pluggy
+
+    hookimpl: pluggy.HookimplMarker
+
 
 def __getattr__(name: str) -> object:
     if name == "hookimpl":

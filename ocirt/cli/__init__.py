@@ -35,7 +35,7 @@ def normalize(args: list[str]) -> list[str]:
     from ocirt.cli.fastpath import long_option_names
 
     known = long_option_names() | {"--no-subreaper", "--format", "--quiet", "--version", "--help"}
-    out = []
+    out: list[str] = []
     for arg in args:
         if arg == "--":
             out.extend(args[len(out) :])
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             "kill": commands.kill,
             "delete": commands.delete,
         }[command]
-        return handler(g, **options)  # type: ignore[operator]
+        return handler(g, **options)  # type: ignore[arg-type]
     except OcirtError as e:
         (g or _fallback_globals(args)).log.error(str(e))
         return e.exit_code

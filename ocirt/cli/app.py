@@ -6,7 +6,7 @@ everything else (help included) through this app; both call ``commands``.
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,9 +27,9 @@ app = typer.Typer(
 Id = Annotated[str, typer.Argument(help="The container id.", show_default=False)]
 Bundle = Annotated[str, typer.Option("--bundle", "-b", help="Path to the bundle (config.json + rootfs).")]
 ConsoleSocket = Annotated[
-    Optional[str], typer.Option("--console-socket", help="Unix socket receiving the pty master.")
+    str | None, typer.Option("--console-socket", help="Unix socket receiving the pty master.")
 ]
-PidFile = Annotated[Optional[str], typer.Option("--pid-file", help="Write the init's pid here.")]
+PidFile = Annotated[str | None, typer.Option("--pid-file", help="Write the init's pid here.")]
 NoPivot = Annotated[bool, typer.Option("--no-pivot", help="Use MS_MOVE + chroot instead of pivot_root.")]
 NoNewKeyring = Annotated[bool, typer.Option("--no-new-keyring", help="Keep the caller's session keyring.")]
 PreserveFds = Annotated[int, typer.Option("--preserve-fds", help="Pass fds 3..3+N-1 to the container.")]
@@ -47,7 +47,7 @@ def _version(value: bool) -> None:
 def _globals(
     ctx: typer.Context,
     root: Annotated[str, typer.Option("--root", help="Directory holding container state.")] = DEFAULT_ROOT,
-    log: Annotated[Optional[str], typer.Option("--log", help="Log file (errors also go to stderr).")] = None,
+    log: Annotated[str | None, typer.Option("--log", help="Log file (errors also go to stderr).")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     debug: Annotated[bool, typer.Option("--debug", help="Log debug lines.")] = False,
     systemd_cgroup: Annotated[
@@ -56,12 +56,12 @@ def _globals(
     rootless: Annotated[str, typer.Option("--rootless", help="true, false or auto.")] = "auto",
     criu: Annotated[str, typer.Option("--criu", help="The criu binary.")] = "criu",
     plugin: Annotated[
-        Optional[list[str]],
+        list[str] | None,
         typer.Option("--plugin", "-p", help="Load a plugin (name or module); -p no:NAME disables one."),
     ] = None,
-    no_plugin: Annotated[Optional[list[str]], typer.Option("--no-plugin", help="Disable a plugin.")] = None,
+    no_plugin: Annotated[list[str] | None, typer.Option("--no-plugin", help="Disable a plugin.")] = None,
     trace: Annotated[
-        Optional[str], typer.Option("--trace", help="Append one JSON line per hook call (also OCIRT_TRACE).")
+        str | None, typer.Option("--trace", help="Append one JSON line per hook call (also OCIRT_TRACE).")
     ] = None,
     version: Annotated[
         bool, typer.Option("--version", "-v", is_eager=True, callback=_version, help="Print the version.")

@@ -39,14 +39,20 @@ _CREATE = {
 COMMANDS: dict[str, tuple[dict[str, tuple[str, bool, bool]], tuple[str, ...]]] = {
     "create": (_CREATE, ("container_id",)),
     "run": (
-        {**_CREATE, "--detach": ("detach", False, False), "-d": ("detach", False, False),
-         "--keep": ("keep", False, False)},
+        {
+            **_CREATE,
+            "--detach": ("detach", False, False),
+            "-d": ("detach", False, False),
+            "--keep": ("keep", False, False),
+        },
         ("container_id",),
-    ),  # fmt: skip
+    ),
     "start": ({}, ("container_id",)),
     "state": ({}, ("container_id",)),
-    "kill": ({"--all": ("all_processes", False, False), "-a": ("all_processes", False, False)},
-             ("container_id", "signal?")),  # fmt: skip
+    "kill": (
+        {"--all": ("all_processes", False, False), "-a": ("all_processes", False, False)},
+        ("container_id", "signal?"),
+    ),
     "delete": ({"--force": ("force", False, False), "-f": ("force", False, False)}, ("container_id",)),
 }
 
@@ -57,9 +63,7 @@ class Unparsed(Exception):
     """The fast path does not handle these arguments: use the typer app."""
 
 
-def _take(
-    args: list[str], i: int, table: dict[str, tuple[str, bool, bool]], out: dict[str, object]
-) -> int:
+def _take(args: list[str], i: int, table: dict[str, tuple[str, bool, bool]], out: dict[str, object]) -> int:
     """Consume the option at ``args[i]`` into ``out``; return the next index."""
     flag, eq, inline = args[i].partition("=")
     if flag not in table:

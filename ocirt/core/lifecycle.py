@@ -134,8 +134,18 @@ class Runtime:
         if setup_pid == 0:  # pragma: no cover - runs in the child
             runtime_end.close()
             preserved = int(ctx.options.get("preserve_fds") or 0)
-            _close_fds_except({0, 1, 2, *range(3, 3 + preserved), child_end.read_fd,
-                               child_end.write_fd, fifo_fd, *trace.fds()})  # fmt: skip
+            _close_fds_except(
+                {
+                    0,
+                    1,
+                    2,
+                    *range(3, 3 + preserved),
+                    child_end.read_fd,
+                    child_end.write_fd,
+                    fifo_fd,
+                    *trace.fds(),
+                }
+            )
             _setup_child(ctx, pm, child_end, fifo_fd)
         os.close(fifo_fd)
         child_end.close()
@@ -252,13 +262,16 @@ class Runtime:
             if status != STOPPED:
                 if not force:
                     raise OcirtError(
-                        f"cannot delete container {container_id!r} that is {status}: stop it first or use --force"
+                        f"cannot delete container {container_id!r} that is {status}: "
+                        "stop it first or use --force"
                     )
                 start = state.data.get("init_start")
                 if not self._kill_all(state, _signal.SIGKILL):
                     _kill_quietly(state.pid, _signal.SIGKILL)
                 if not wait_gone(state.pid, start, KILL_TIMEOUT):
-                    raise OcirtError(f"container {container_id!r}: init {state.pid} did not exit after SIGKILL")
+                    raise OcirtError(
+                        f"container {container_id!r}: init {state.pid} did not exit after SIGKILL"
+                    )
             ctx = self.context(state)
             if state.data.get("hooks") and "ocirt_cleanup" in state.data["hooks"]:
                 self.manager(state.plugins).hook.ocirt_cleanup(container=ctx)
@@ -272,9 +285,14 @@ class Runtime:
         Returns the exit status as a shell shows it (128+N for a signal).
         """
         forwarded = (
-            _signal.SIGINT, _signal.SIGTERM, _signal.SIGHUP, _signal.SIGQUIT,
-            _signal.SIGUSR1, _signal.SIGUSR2, _signal.SIGWINCH,
-        )  # fmt: skip
+            _signal.SIGINT,
+            _signal.SIGTERM,
+            _signal.SIGHUP,
+            _signal.SIGQUIT,
+            _signal.SIGUSR1,
+            _signal.SIGUSR2,
+            _signal.SIGWINCH,
+        )
         for sig in forwarded:
             _signal.signal(sig, lambda signum, _frame: _kill_quietly(pid, signum))
         while True:
@@ -284,7 +302,9 @@ class Runtime:
                 wait_gone(pid, None, 1e9)
                 return 0
             if child == pid:
-                return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+                return (
+                    os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+                )
 
 
 # ---------------------------------------------------------------------- child side
@@ -345,7 +365,7 @@ def _init(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int)
     try:
         os.execve(executable, process["args"], dict(e.split("=", 1) for e in env))
     except OSError as e:
-        os.write(2, f"ocirt: exec {executable}: {e.strerror.lower()}\n".encode())
+        os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
 
 

@@ -197,4 +197,3 @@ _ORIGINS: dict[str, PluginRef] = {}
 def origin(name: str) -> PluginRef | None:
     """Where a loaded plugin came from (for ``ocirt plugins``)."""
     return _ORIGINS.get(name)
-

@@ -201,7 +201,9 @@ class Lock:
 def now_rfc3339() -> str:
     """The current time as runc writes it: RFC 3339 with nanoseconds, UTC."""
     ns = time.time_ns()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+    return (
+        time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 1_000_000_000)) + f".{ns % 1_000_000_000:09d}Z"
+    )
 
 
 def wait_gone(pid: int, start: str | None, timeout: float) -> bool:

@@ -88,7 +88,9 @@ def mount_one(rootfs: str, index: int, entry: dict[str, Any]) -> None:
             if extra:
                 s.mount(None, dest, None, extra | s.MS_BIND | s.MS_REMOUNT)
         except OSError as e:
-            raise mount_error(f"mounts[{index}]: bind-mounting {source} on", entry["destination"], e) from None
+            raise mount_error(
+                f"mounts[{index}]: bind-mounting {source} on", entry["destination"], e
+            ) from None
     else:
         _make_target(dest, True)
         try:

@@ -70,7 +70,9 @@ def ocirt_validate(container: Container) -> None:
             raise spec.error(field, "must be an object with a type")
         ns_type = ns.get("type")
         if ns_type not in FLAGS:
-            raise spec.error(f"{field}.type", f"unknown namespace type {ns_type!r} (known: {', '.join(FLAGS)})")
+            raise spec.error(
+                f"{field}.type", f"unknown namespace type {ns_type!r} (known: {', '.join(FLAGS)})"
+            )
         if ns_type in seen:
             raise spec.error(f"{field}.type", f"namespace type {ns_type!r} is listed twice")
         seen.add(ns_type)
@@ -93,7 +95,7 @@ def _check_path(spec: Any, field: str, path: Any, ns_type: str) -> None:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except OSError as e:
-        raise spec.error(field, f"{path}: {e.strerror.lower()}") from None
+        raise spec.error(field, f"{path}: {(e.strerror or str(e)).lower()}") from None
     try:
         actual = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:
@@ -117,7 +119,9 @@ def ocirt_enter_namespaces(container: Container) -> None:
             try:
                 syscalls.setns(fd, FLAGS[ns_type])
             except OSError as e:
-                raise OcirtError(f"joining the {ns_type} namespace {ns['path']}: {e.strerror.lower()}") from None
+                raise OcirtError(
+                    f"joining the {ns_type} namespace {ns['path']}: {(e.strerror or str(e)).lower()}"
+                ) from None
             finally:
                 os.close(fd)
         else:
@@ -128,7 +132,7 @@ def ocirt_enter_namespaces(container: Container) -> None:
         try:
             syscalls.unshare(unshare_flags)
         except OSError as e:
-            raise OcirtError(f"creating namespaces: unshare: {e.strerror.lower()}") from None
+            raise OcirtError(f"creating namespaces: unshare: {(e.strerror or str(e)).lower()}") from None
     spec = container.require_spec()
     if spec.data.get("hostname"):
         syscalls.sethostname(spec.data["hostname"])
