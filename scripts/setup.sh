@@ -66,6 +66,10 @@ if [[ ! -x .venv/bin/ocirt || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# Byte-compile ocirt: every command is a new interpreter, and where
+# PYTHONDONTWRITEBYTECODE is set nothing would ever be cached.
+.venv/bin/python -m compileall -q ocirt >/dev/null
+
 ((demo)) || exit 0
 
 scripts/make-busybox-bundle.sh demo/busybox

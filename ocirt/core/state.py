@@ -12,7 +12,6 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import time
 
 from ocirt.core.errors import ContainerNotFound, OcirtError
@@ -163,7 +162,18 @@ class StateStore:
         os.rename(tmp, path)
 
     def remove(self, container_id: str) -> None:
-        shutil.rmtree(self.dir(container_id), ignore_errors=True)
+        """Remove the container's directory (flat; plugins' subdirectories too)."""
+        directory = self.dir(container_id)
+        try:
+            for name in os.listdir(directory):
+                os.unlink(os.path.join(directory, name))
+            os.rmdir(directory)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            import shutil
+
+            shutil.rmtree(directory, ignore_errors=True)
 
     def ids(self) -> list[str]:
         try:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -17,7 +16,7 @@ _SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"pivot_root": 155, "setns": 308, "mount_setattr": 442, "openat2": 437},
     "aarch64": {"pivot_root": 41, "setns": 268, "mount_setattr": 442, "openat2": 437},
 }
-_NR = _SYSCALLS.get(platform.machine(), _SYSCALLS["x86_64"])
+_NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
 # Namespace clone flags (linux/sched.h).
 CLONE_NEWNS = 0x00020000
