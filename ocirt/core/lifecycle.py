@@ -176,13 +176,16 @@ class Runtime:
                 chan.send(type="reply", data=reply)
             elif kind == "pid":
                 ctx.init_pid = int(message["pid"])
-                if ctx.init_pid != setup_pid:
-                    os.waitpid(setup_pid, 0)
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
                 self.store.save(ctx.state)
                 pm.hook.ocirt_configure_from_host(container=ctx)
                 chan.send(type="continue")
             elif kind == "ready":
+                if ctx.init_pid != setup_pid:
+                    # Reaped only now, so its exit overlapped the init's setup. It is
+                    # gone before create returns: the init's parent is then the caller's
+                    # subreaper, never a lingering ocirt process.
+                    os.waitpid(setup_pid, 0)
                 return
             else:
                 raise OcirtError(f"container setup: unexpected message {message!r}")

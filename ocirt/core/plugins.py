@@ -88,10 +88,13 @@ def _entry_points() -> dict[str, PluginRef]:
 
 
 def _path_key() -> list[list[object]]:
+    """The package directories on sys.path with their mtimes (not the script's dir)."""
     key: list[list[object]] = []
     for entry in sys.path:
+        if "-packages" not in entry:
+            continue
         try:
-            key.append([entry, os.stat(entry or ".").st_mtime_ns])
+            key.append([entry, os.stat(entry).st_mtime_ns])
         except OSError:
             key.append([entry, None])
     return key
