@@ -1,7 +1,6 @@
 """ocirt: an OCI container runtime built as a plugin framework.
 
-Plugin authors import :data:`hookimpl` from here. It is resolved lazily so that
-commands which load no plugin (``ocirt state``) never import pluggy.
+Plugin authors mark hook implementations with :func:`hookimpl`.
 """
 
 from __future__ import annotations
@@ -19,16 +18,39 @@ PROJECT_NAME = "ocirt"
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    import pluggy
+    from collections.abc import Callable
+    from typing import Any, TypeVar
 
-    hookimpl: pluggy.HookimplMarker
+    F = TypeVar("F", bound=Callable[..., Any])
 
 
-def __getattr__(name: str) -> object:
-    if name == "hookimpl":
-        import pluggy
+def hookimpl(
+    function: F | None = None,
+    *,
+    tryfirst: bool = False,
+    trylast: bool = False,
+    wrapper: bool = False,
+    hookwrapper: bool = False,
+    optionalhook: bool = False,
+    specname: str | None = None,
+) -> Any:
+    """Mark a hook implementation, as ``pluggy.HookimplMarker("ocirt")`` does.
 
-        marker = pluggy.HookimplMarker(PROJECT_NAME)
-        globals()["hookimpl"] = marker
-        return marker
-    raise AttributeError(name)
+    It sets the very attribute pluggy reads (``ocirt_impl``), so pluggy
+    registers these functions unchanged; it exists so that loading a plugin
+    module does not import pluggy, which the engine's hot path avoids
+    (see ``ocirt.core.hookplan``). Plugins may use pluggy's marker instead.
+    """
+
+    def mark(func: F) -> F:
+        func.ocirt_impl = {  # type: ignore[attr-defined]
+            "wrapper": wrapper,
+            "hookwrapper": hookwrapper,
+            "optionalhook": optionalhook,
+            "tryfirst": tryfirst,
+            "trylast": trylast,
+            "specname": specname,
+        }
+        return func
+
+    return mark(function) if function is not None else mark

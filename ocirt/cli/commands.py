@@ -130,7 +130,7 @@ def state(g: Globals, container_id: str) -> int:
     status = st.status()
     if status not in (STOPPED,) and "ocirt_status" in st.data.get("hooks", ()):
         runtime = g.runtime()
-        status = runtime.manager(st.plugins).hook.ocirt_status(container=runtime.context(st)) or status
+        status = runtime.hooks(st.plugins).ocirt_status(container=runtime.context(st)) or status
     sys.stdout.write(json.dumps(st.oci_state(status), indent=2) + "\n")
     return 0
 

@@ -51,8 +51,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-    import pluggy
-
+    from ocirt.core.hookplan import Hooks
     from ocirt.core.log import Logger
     from ocirt.core.plugins import PluginRef
 
@@ -68,8 +67,8 @@ class Runtime:
         self.log = log
         self.trace_path = trace_path
 
-    def manager(self, refs: list[Any]) -> pluggy.PluginManager:
-        return plugins.manager(refs, self.trace_path)
+    def hooks(self, refs: list[Any]) -> Hooks:
+        return plugins.hooks(refs, self.trace_path)
 
     def context(self, state: ContainerState, spec: spec_mod.Spec | None = None, **options: Any) -> Container:
         if spec is None:
@@ -104,18 +103,16 @@ class Runtime:
             directory,
         )
         ctx = Container(container_id, spec, state, self.log, options)
-        pm = None
+        hooks = None
         try:
             with self.store.lock(container_id):
                 self.store.save(state)
-                pm = self.manager(list(refs))
-                state.data["hooks"] = sorted(
-                    name for name in pm.hook.__dict__ if getattr(pm.hook, name).get_hookimpls()
-                )
-                pm.hook.ocirt_validate(container=ctx)
+                hooks = self.hooks(list(refs))
+                state.data["hooks"] = hooks.implemented()
+                hooks.ocirt_validate(container=ctx)
                 fifo_fd = _make_fifo(state.fifo)
-                pm.hook.ocirt_prepare_host(container=ctx)
-                self._fork_and_drive(ctx, pm, fifo_fd)
+                hooks.ocirt_prepare_host(container=ctx)
+                self._fork_and_drive(ctx, hooks, fifo_fd)
                 state.data.update(
                     status=CREATED, pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid)
                 )
@@ -123,11 +120,11 @@ class Runtime:
                 if options.get("pid_file"):
                     write_pid_file(options["pid_file"], ctx.init_pid)
         except BaseException:
-            self._rollback(ctx, pm)
+            self._rollback(ctx, hooks)
             raise
         return ctx
 
-    def _fork_and_drive(self, ctx: Container, pm: pluggy.PluginManager, fifo_fd: int) -> None:
+    def _fork_and_drive(self, ctx: Container, hooks: Hooks, fifo_fd: int) -> None:
         runtime_end, child_end = channel_pair()
         started = time.time()
         setup_pid = os.fork()
@@ -146,18 +143,18 @@ class Runtime:
                     *trace.fds(),
                 }
             )
-            _setup_child(ctx, pm, child_end, fifo_fd)
+            _setup_child(ctx, hooks, child_end, fifo_fd)
         os.close(fifo_fd)
         child_end.close()
         ctx.channel = runtime_end
         try:
-            self._drive(ctx, pm, runtime_end, setup_pid)
+            self._drive(ctx, hooks, runtime_end, setup_pid)
         finally:
             runtime_end.close()
             ctx.channel = None
             trace.record("create.fork_to_ready", "kernel", started)
 
-    def _drive(self, ctx: Container, pm: pluggy.PluginManager, chan: Channel, setup_pid: int) -> None:
+    def _drive(self, ctx: Container, hooks: Hooks, chan: Channel, setup_pid: int) -> None:
         """Serve the setup child and init until init reports ready."""
         while True:
             message = chan.recv()
@@ -167,7 +164,7 @@ class Runtime:
                 raise OcirtError(message["error"])
             kind = message.get("type")
             if kind == "request":
-                reply = pm.hook.ocirt_runtime_request(
+                reply = hooks.ocirt_runtime_request(
                     container=ctx, name=message["name"], data=message.get("data") or {}
                 )
                 if reply is None:
@@ -178,7 +175,7 @@ class Runtime:
                 ctx.init_pid = int(message["pid"])
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
                 self.store.save(ctx.state)
-                pm.hook.ocirt_configure_from_host(container=ctx)
+                hooks.ocirt_configure_from_host(container=ctx)
                 chan.send(type="continue")
             elif kind == "ready":
                 if ctx.init_pid != setup_pid:
@@ -190,7 +187,7 @@ class Runtime:
             else:
                 raise OcirtError(f"container setup: unexpected message {message!r}")
 
-    def _rollback(self, ctx: Container, pm: pluggy.PluginManager | None) -> None:
+    def _rollback(self, ctx: Container, hooks: Hooks | None) -> None:
         """Undo a failed create: end the init, let plugins release, drop the state."""
         pid = ctx.init_pid or ctx.state.pid
         if pid:
@@ -198,9 +195,9 @@ class Runtime:
             _kill_quietly(pid, _signal.SIGKILL)
             _reap_if_child(pid)
             wait_gone(pid, start, KILL_TIMEOUT)
-        if pm is not None:
+        if hooks is not None:
             try:
-                pm.hook.ocirt_cleanup(container=ctx)
+                hooks.ocirt_cleanup(container=ctx)
             except Exception as e:
                 self.log.warning(f"rollback of {ctx.id!r}: {e}")
         self.store.remove(ctx.id)
@@ -226,7 +223,7 @@ class Runtime:
             ctx = Container(container_id, None, state, self.log)
             if "ocirt_poststart" in state.data.get("hooks", ()):
                 ctx = self.context(state)
-                self.manager(state.plugins).hook.ocirt_poststart(container=ctx)
+                self.hooks(state.plugins).ocirt_poststart(container=ctx)
             return ctx
 
     # -------------------------------------------------------------------- kill
@@ -248,7 +245,7 @@ class Runtime:
                 f"kill --all: no loaded plugin tracks the processes of {state.id!r}; signalling its init only"
             )
             return False
-        done = self.manager(state.plugins).hook.ocirt_kill_all(container=self.context(state), signal=sig)
+        done = self.hooks(state.plugins).ocirt_kill_all(container=self.context(state), signal=sig)
         return bool(done)
 
     # ------------------------------------------------------------------ delete
@@ -277,7 +274,7 @@ class Runtime:
                     )
             ctx = self.context(state)
             if state.data.get("hooks") and "ocirt_cleanup" in state.data["hooks"]:
-                self.manager(state.plugins).hook.ocirt_cleanup(container=ctx)
+                self.hooks(state.plugins).ocirt_cleanup(container=ctx)
             self.store.remove(container_id)
 
     # --------------------------------------------------------------------- run
@@ -313,14 +310,14 @@ class Runtime:
 # ---------------------------------------------------------------------- child side
 
 
-def _setup_child(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int) -> None:
+def _setup_child(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     """The forked child: enter namespaces, maybe fork the init, then become it. Never returns."""
     code = 1
     try:
         ctx.role, ctx.channel = "setup", chan
         trace.set_role("setup")
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        pm.hook.ocirt_enter_namespaces(container=ctx)
+        hooks.ocirt_enter_namespaces(container=ctx)
         if ctx.fork_init:
             init_pid = os.fork()
             if init_pid:
@@ -329,7 +326,7 @@ def _setup_child(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_f
                 return
         else:
             chan.send(type="pid", pid=os.getpid())
-        _init(ctx, pm, chan, fifo_fd)
+        _init(ctx, hooks, chan, fifo_fd)
     except BaseException as e:
         try:
             chan.send(error=error_text(e))
@@ -339,17 +336,17 @@ def _setup_child(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_f
         os._exit(code)
 
 
-def _init(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int) -> None:
+def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     ctx.role = "init"
     trace.set_role("init")
     chan.expect("continue")
     spec = ctx.require_spec()
-    pm.hook.ocirt_setup_rootfs(container=ctx)
-    pm.hook.ocirt_create_container(container=ctx)
-    if not pm.hook.ocirt_pivot_root(container=ctx):
+    hooks.ocirt_setup_rootfs(container=ctx)
+    hooks.ocirt_create_container(container=ctx)
+    if not hooks.ocirt_pivot_root(container=ctx):
         ctx.log.warning("no plugin changed the root: the container shares the host's /")
-    pm.hook.ocirt_after_pivot(container=ctx)
-    pm.hook.ocirt_finalize_process(container=ctx)
+    hooks.ocirt_after_pivot(container=ctx)
+    hooks.ocirt_finalize_process(container=ctx)
     process = spec.process
     executable = find_executable(process) if process else ""
     chan.send(type="ready")
@@ -360,7 +357,7 @@ def _init(ctx: Container, pm: pluggy.PluginManager, chan: Channel, fifo_fd: int)
     os.write(fd, b"0")
     os.close(fd)
     os.close(fifo_fd)
-    pm.hook.ocirt_start_container(container=ctx)
+    hooks.ocirt_start_container(container=ctx)
     if process is None:
         raise OcirtError("config.json has no process")
     _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))

@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 
     import pluggy
 
+    from ocirt.core.hookplan import Hooks
+
 ENTRY_POINT_GROUP = PROJECT_NAME
 
 #: Built-in plugins: name -> import reference. Order is irrelevant (hooks order
@@ -204,24 +206,38 @@ def import_ref(ref: str) -> object:
     return obj
 
 
+def load_plugin(ref: PluginRef) -> object:
+    """Import a plugin and check it was written for this plugin API."""
+    plugin = import_ref(ref.ref)
+    needed = getattr(plugin, "OCIRT_API_VERSION", 1)
+    if needed > PLUGIN_API_VERSION:
+        raise OcirtError(
+            f"plugin {ref.name!r} needs plugin API {needed}; this ocirt provides {PLUGIN_API_VERSION}"
+        )
+    _ORIGINS[ref.name] = ref
+    return plugin
+
+
+def as_refs(items: Iterable[PluginRef | dict[str, str]]) -> list[PluginRef]:
+    """PluginRefs from refs or from the dicts a container's state records."""
+    return [
+        item
+        if isinstance(item, PluginRef)
+        else PluginRef(item["name"], item["module"], item.get("origin", ""))
+        for item in items
+    ]
+
+
 def manager(refs: Iterable[PluginRef | dict[str, str]], trace: str | None = None) -> pluggy.PluginManager:
-    """A plugin manager with the hookspecs and the given plugins registered."""
+    """A pluggy manager with the hookspecs and the given plugins, checked."""
     import pluggy
 
     from ocirt.core import hookspecs
 
     pm = pluggy.PluginManager(PROJECT_NAME)
     pm.add_hookspecs(hookspecs)
-    for item in refs:
-        ref = item if isinstance(item, PluginRef) else PluginRef(item["name"], item["module"], item["origin"])
-        plugin = import_ref(ref.ref)
-        needed = getattr(plugin, "OCIRT_API_VERSION", 1)
-        if needed > PLUGIN_API_VERSION:
-            raise OcirtError(
-                f"plugin {ref.name!r} needs plugin API {needed}; this ocirt provides {PLUGIN_API_VERSION}"
-            )
-        pm.register(plugin, name=ref.name)
-        _ORIGINS[ref.name] = ref
+    for ref in as_refs(refs):
+        pm.register(load_plugin(ref), name=ref.name)
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as e:
@@ -231,6 +247,13 @@ def manager(refs: Iterable[PluginRef | dict[str, str]], trace: str | None = None
 
         install(pm, trace)
     return pm
+
+
+def hooks(refs: Iterable[PluginRef | dict[str, str]], trace: str | None = None) -> Hooks:
+    """The hooks of a plugin set, called from a saved plan when one is fresh."""
+    from ocirt.core.hookplan import Hooks
+
+    return Hooks(as_refs(refs), trace)
 
 
 _ORIGINS: dict[str, PluginRef] = {}

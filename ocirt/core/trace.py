@@ -30,14 +30,20 @@ def set_role(role: str) -> None:
     _role = role
 
 
-def install(pm: pluggy.PluginManager, path: str) -> None:
-    """Wrap every registered hook implementation with a timer writing to ``path``."""
+def open_file(path: str) -> None:
+    """Open the trace file once (append-only, close-on-exec)."""
     global _fd
-    _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    if _fd < 0:
+        _fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+
+
+def install(pm: pluggy.PluginManager, path: str) -> None:
+    """Wrap every hook implementation registered with ``pm`` in a timer."""
+    open_file(path)
     for hook_name in pm.hook.__dict__:
         caller = getattr(pm.hook, hook_name)
         for impl in caller.get_hookimpls():
-            impl.function = _timed(hook_name, impl.plugin_name, impl.function)
+            impl.function = timed(hook_name, impl.plugin_name, impl.function)
 
 
 def record(event: str, plugin: str, started: float, **extra: Any) -> None:
@@ -56,7 +62,9 @@ def record(event: str, plugin: str, started: float, **extra: Any) -> None:
     os.write(_fd, (json.dumps(line) + "\n").encode())
 
 
-def _timed(hook_name: str, plugin: str, func: Callable[..., Any]) -> Callable[..., Any]:
+def timed(hook_name: str, plugin: str, func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, writing one trace line per call."""
+
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         started = time.time()
