@@ -90,7 +90,12 @@ class Ocirt:
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("OCIRT_")}
 
     def __call__(
-        self, *args: str, check: bool = False, timeout: float = 30, env: dict[str, str] | None = None, **kw: Any
+        self,
+        *args: str,
+        check: bool = False,
+        timeout: float = 30,
+        env: dict[str, str] | None = None,
+        **kw: Any,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [OCIRT, "--root", str(self.root), "--log", str(self.log), "--log-format", "json", *args]
         result = subprocess.run(

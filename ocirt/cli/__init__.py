@@ -36,10 +36,13 @@ def normalize(args: list[str]) -> list[str]:
 
     known = long_option_names() | {"--no-subreaper", "--format", "--quiet", "--version", "--help"}
     out: list[str] = []
-    for arg in args:
+    for i, arg in enumerate(args):
         if arg == "--":
-            out.extend(args[len(out) :])
+            out.extend(args[i:])
             break
+        if len(arg) > 3 and arg[0] == "-" and arg[1].isalpha() and arg[2] == "=":
+            out.extend([arg[:2], arg[3:]])  # Go-style -b=/x, which click would read as "=/x"
+            continue
         if arg.startswith("-") and not arg.startswith("--") and len(arg.split("=", 1)[0]) > 2:
             candidate = "-" + arg
             if candidate.split("=", 1)[0] in known:
@@ -94,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     except OcirtError as e:
         (g or _fallback_globals(args)).log.error(str(e))
         return e.exit_code
+    except OSError as e:  # e.g. an unwritable --pid-file: one line, not a traceback
+        from ocirt.core.lifecycle import error_text
+
+        (g or _fallback_globals(args)).log.error(error_text(e))
+        return 1
     except KeyboardInterrupt:
         return 130
 
@@ -107,6 +115,11 @@ def _run_typer(args: list[str]) -> int:
     except OcirtError as e:
         _fallback_globals(args).log.error(str(e))
         return e.exit_code
+    except OSError as e:
+        from ocirt.core.lifecycle import error_text
+
+        _fallback_globals(args).log.error(error_text(e))
+        return 1
     except Exception as e:
         # click's (or typer's vendored click's) usage errors, Exit and Abort.
         if hasattr(e, "format_message"):

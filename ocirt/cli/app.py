@@ -105,10 +105,13 @@ def run(
     preserve_fds: PreserveFds = 0,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once started.")] = False,
     keep: Annotated[bool, typer.Option("--keep", help="Do not delete the container after it exits.")] = False,
+    no_subreaper: Annotated[
+        bool, typer.Option("--no-subreaper", help="Accepted for runc compatibility; has no effect.")
+    ] = False,
 ) -> None:
     """Create and start a container; in the foreground, exit with its status."""
     _exit(commands.run(ctx.obj, container_id, bundle, console_socket, pid_file, no_pivot,
-                       no_new_keyring, preserve_fds, detach, keep))  # fmt: skip
+                       no_new_keyring, preserve_fds, detach, keep, no_subreaper))  # fmt: skip
 
 
 @app.command()

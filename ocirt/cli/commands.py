@@ -28,7 +28,7 @@ SIGNALS = {
 
 def parse_signal(value: str) -> int:
     """A signal by number (engines send numbers) or name, with or without SIG."""
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         number = int(value)
         if 0 < number < 65:
             return number
@@ -36,10 +36,12 @@ def parse_signal(value: str) -> int:
         name = value.upper().removeprefix("SIG")
         if name in SIGNALS:
             return SIGNALS[name]
-        if name.startswith("RTMIN") or name.startswith("RTMAX"):
-            base, _, offset = name[:5], name[5:6], name[6:]
-            delta = int(offset or 0) * (1 if _ == "+" else -1)
-            return (34 if base == "RTMIN" else 64) + delta
+        base, sign, offset = name[:5], name[5:6], name[6:]
+        valid_offset = not sign or (sign in "+-" and offset.isascii() and offset.isdigit())
+        if base in ("RTMIN", "RTMAX") and valid_offset:
+            number = (34 if base == "RTMIN" else 64) + int(offset or 0) * (1 if sign == "+" else -1)
+            if 34 <= number <= 64:
+                return number
     raise OcirtError(f"invalid signal {value!r}")
 
 
@@ -91,8 +93,13 @@ def run(
     preserve_fds: int = 0,
     detach: bool = False,
     keep: bool = False,
+    no_subreaper: bool = False,
 ) -> int:
-    """create + start; in the foreground, wait and return the container's status."""
+    """create + start; in the foreground, wait and return the container's status.
+
+    ``--no-subreaper`` is accepted and has no effect: a foreground run must be
+    the subreaper to learn the exit status of an init its setup child forked.
+    """
     from ocirt.core import plugins, syscalls
 
     runtime = g.runtime()

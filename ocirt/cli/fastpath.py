@@ -44,6 +44,7 @@ COMMANDS: dict[str, tuple[dict[str, tuple[str, bool, bool]], tuple[str, ...]]] =
             "--detach": ("detach", False, False),
             "-d": ("detach", False, False),
             "--keep": ("keep", False, False),
+            "--no-subreaper": ("no_subreaper", False, False),
         },
         ("container_id",),
     ),
@@ -81,7 +82,7 @@ def _take(args: list[str], i: int, table: dict[str, tuple[str, bool, bool]], out
     else:
         raise Unparsed(flag)
     if dest in INT_OPTIONS:
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):
             raise Unparsed(flag)
         out[dest] = int(value)
     elif repeat:

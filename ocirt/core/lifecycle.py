@@ -239,11 +239,13 @@ class Runtime:
             return
         os.kill(state.pid, sig)
 
-    def _kill_all(self, state: ContainerState, sig: int) -> bool:
+    def _kill_all(self, state: ContainerState, sig: int, warn: bool = True) -> bool:
         if "ocirt_kill_all" not in state.data.get("hooks", ()):
-            self.log.warning(
-                f"kill --all: no loaded plugin tracks the processes of {state.id!r}; signalling its init only"
-            )
+            if warn:
+                self.log.warning(
+                    f"kill --all: no loaded plugin tracks the processes of {state.id!r}; "
+                    "signalling its init only"
+                )
             return False
         done = self.hooks(state.plugins).ocirt_kill_all(container=self.context(state), signal=sig)
         return bool(done)
@@ -266,15 +268,25 @@ class Runtime:
                         "stop it first or use --force"
                     )
                 start = state.data.get("init_start")
-                if not self._kill_all(state, _signal.SIGKILL):
+                # With a pid namespace, SIGKILL to the init ends all the container's
+                # processes; without one, only a plugin tracking them can.
+                if not self._kill_all(state, _signal.SIGKILL, warn=False):
                     _kill_quietly(state.pid, _signal.SIGKILL)
                 if not wait_gone(state.pid, start, KILL_TIMEOUT):
                     raise OcirtError(
                         f"container {container_id!r}: init {state.pid} did not exit after SIGKILL"
                     )
-            ctx = self.context(state)
-            if state.data.get("hooks") and "ocirt_cleanup" in state.data["hooks"]:
-                self.hooks(state.plugins).ocirt_cleanup(container=ctx)
+            if "ocirt_cleanup" in state.data.get("hooks", ()):
+                try:
+                    hooks = self.hooks(state.plugins)
+                except OcirtError as e:
+                    if not force:
+                        raise
+                    # A plugin of the container's set is gone (uninstalled): with --force
+                    # the state goes anyway rather than stranding the container.
+                    self.log.warning(f"delete {container_id!r}: {e}; its resources may remain")
+                else:
+                    hooks.ocirt_cleanup(container=self.context(state))
             self.store.remove(container_id)
 
     # --------------------------------------------------------------------- run
@@ -352,10 +364,10 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     chan.send(type="ready")
     chan.close()
     ctx.channel = None
-    # Blocks until `start` opens the fifo for reading.
+    # Blocks until `start` opens the fifo for reading. The write end stays open
+    # (close-on-exec): `start` sees EOF once the user process runs, as with runc.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
-    os.close(fd)
     os.close(fifo_fd)
     hooks.ocirt_start_container(container=ctx)
     if process is None:
@@ -435,7 +447,11 @@ def _make_fifo(path: str) -> int:
 
 
 def _release_init(state: ContainerState) -> None:
-    """Open the fifo (which unblocks init) and read its byte; fail if init dies."""
+    """Open the fifo (which unblocks init) and read its byte; fail if init dies.
+
+    Then wait for EOF: the init holds the write end until it execs the user
+    process (or exits), so poststart hooks run after the exec, as the spec asks.
+    """
     import select
 
     fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
@@ -443,9 +459,17 @@ def _release_init(state: ContainerState) -> None:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
         deadline = time.monotonic() + KILL_TIMEOUT
+        released = False
         while True:
-            if poller.poll(20) and os.read(fd, 1):
-                return
+            if poller.poll(20):
+                if os.read(fd, 1):
+                    released = True
+                elif released:
+                    return
+            if released:
+                if time.monotonic() > deadline:
+                    return  # released, but the exec is slow: start has done its part
+                continue
             if not state.init_alive():
                 raise OcirtError(f"cannot start container {state.id!r}: its init process has exited")
             if time.monotonic() > deadline:

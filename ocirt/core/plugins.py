@@ -180,18 +180,24 @@ def select(
         for name, ref in BUILTIN.items():
             chosen[name] = PluginRef(name, ref, "built-in")
         chosen.update(resolver.entry_points())
-    removals = [*_names(config.get("disable", []), "config disable"), *drop]
+    for name in _names(config.get("disable", []), "config disable"):
+        if name in chosen or name in ESSENTIAL:  # a config may name plugins not installed here
+            _disable(chosen, name)
     for name in add:
         chosen[name] = resolver.resolve(name, "command line")
-    for name in removals:
-        if name in ESSENTIAL:
-            raise OcirtError(f"plugin {name!r} is essential to the runtime and cannot be disabled")
-        if name not in chosen and name not in BUILTIN:
-            raise OcirtError(f"cannot disable plugin {name!r}: it is not loaded")
-        chosen.pop(name, None)
+    for name in drop:
+        _disable(chosen, name)
     for name in sorted(ESSENTIAL):
         chosen.setdefault(name, PluginRef(name, BUILTIN[name], "built-in"))
     return list(chosen.values())
+
+
+def _disable(chosen: dict[str, PluginRef], name: str) -> None:
+    if name in ESSENTIAL:
+        raise OcirtError(f"plugin {name!r} is essential to the runtime and cannot be disabled")
+    if name not in chosen and name not in BUILTIN:
+        raise OcirtError(f"cannot disable plugin {name!r}: it is not loaded")
+    chosen.pop(name, None)
 
 
 def import_ref(ref: str) -> object:

@@ -26,14 +26,15 @@ STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 LOCK_NAME = "lock"
 
-# Container ids, as runc allows them: no '/', no '..', nothing unprintable.
-_ID_RE = re.compile(r"^[\w+\-.]+$")
+# Container ids, as runc allows them: no '/', no '..', nothing unprintable
+# (ASCII \w as in Go; fullmatch, since '$' would also match before a final newline).
+_ID_RE = re.compile(r"[\w+\-.]+", re.ASCII)
 
 CREATING, CREATED, RUNNING, STOPPED, PAUSED = "creating", "created", "running", "stopped", "paused"
 
 
 def check_id(container_id: str) -> None:
-    if not container_id or not _ID_RE.match(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID_RE.fullmatch(container_id) or container_id in (".", ".."):
         raise OcirtError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")
 
 
@@ -217,15 +218,24 @@ def now_rfc3339() -> str:
 
 
 def wait_gone(pid: int, start: str | None, timeout: float) -> bool:
-    """Poll until the process (pid + start time) has exited; True if it did."""
+    """Poll until the process (pid + start time) has exited; True if it did.
+
+    With ``start`` None (not known, or the process was already a zombie), until
+    no live process has that pid.
+    """
+
+    def gone() -> bool:
+        current = process_start_time(pid)
+        return current is None or (start is not None and current != start)
+
     deadline = time.monotonic() + timeout
     delay = 0.001
     while time.monotonic() < deadline:
-        if process_start_time(pid) != start:
+        if gone():
             return True
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
-    return process_start_time(pid) != start
+    return gone()
 
 
 def iter_states(store: StateStore) -> Iterator[ContainerState]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ocirt import hookimpl
+from ocirt.core.errors import OcirtError
 from ocirt.plugins.mounts import rootfs
 from ocirt.plugins.mounts.options import PROPAGATION, all_options
 
@@ -24,6 +25,10 @@ def _has_mount_namespace(container: Container) -> bool:
     return any(ns.get("type") == "mount" for ns in namespaces if isinstance(ns, dict))
 
 
+def _mount_namespace() -> str:
+    return os.readlink("/proc/self/ns/mnt")
+
+
 @hookimpl
 def ocirt_features(container: Container | None) -> dict[str, Any]:
     return {"mountOptions": all_options()}
@@ -31,6 +36,8 @@ def ocirt_features(container: Container | None) -> dict[str, Any]:
 
 @hookimpl
 def ocirt_validate(container: Container) -> None:
+    # The runtime's mount namespace: the init must not be in it when mounting.
+    container.plugin_data["mounts"] = {"runtime_mnt_ns": _mount_namespace()}
     spec = container.require_spec()
     for i, entry in enumerate(_mounts(container)):
         field = f"mounts[{i}]"
@@ -59,6 +66,13 @@ def ocirt_validate(container: Container) -> None:
 def ocirt_setup_rootfs(container: Container) -> None:
     if not _has_mount_namespace(container):
         return
+    runtime_ns = container.plugin_data.get("mounts", {}).get("runtime_mnt_ns")
+    if runtime_ns is None or _mount_namespace() == runtime_ns:
+        # Mounting, then pivot_root, in the runtime's namespace would rework the host's /.
+        raise OcirtError(
+            "linux.namespaces asks for a mount namespace, but the init is still in the runtime's: "
+            "no loaded plugin created one (is the namespaces plugin disabled?)"
+        )
     spec = container.require_spec()
     root = spec.rootfs
     rootfs.prepare_root(root, spec.section("linux.rootfsPropagation", str))

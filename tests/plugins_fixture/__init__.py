@@ -1,0 +1,1 @@
+"""Plugins the tests load into real containers (see ``recorder``)."""
