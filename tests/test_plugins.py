@@ -48,6 +48,7 @@ CORE = "namespaces,mounts,process"
 LIFECYCLE = [
     ("validate", "runtime"),
     ("prepare_host", "runtime"),
+    ("before_fork", "runtime"),
     ("enter_namespaces", "setup"),
     ("configure_from_host", "runtime"),
     ("setup_rootfs", "init"),
@@ -553,11 +554,13 @@ def test_hook_order(
     assert [(hook, role) for hook, role, _ in seen] == LIFECYCLE
     pids = {hook: pid for hook, _, pid in seen}
     create_pid = pids["validate"]
-    assert pids["prepare_host"] == pids["configure_from_host"] == create_pid
-    assert pids["enter_namespaces"] not in (create_pid, 1)
+    assert pids["prepare_host"] == pids["before_fork"] == pids["configure_from_host"] == create_pid
+    assert pids["enter_namespaces"] != create_pid
     init_pids = {pid for hook, role, pid in seen if role == "init"}
-    # In a new pid namespace the init is its pid 1; otherwise the setup child becomes the init.
-    assert init_pids == ({1} if pid_namespace else {pids["enter_namespaces"]})
+    # The setup child becomes the init: the runtime entered the pid namespace before
+    # forking it, so with a new pid namespace it is already that namespace's pid 1.
+    assert init_pids == {pids["enter_namespaces"]}
+    assert (pids["enter_namespaces"] == 1) == pid_namespace
     # start and delete are commands of their own.
     assert len({create_pid, pids["poststart"], pids["cleanup"]}) == 3
 

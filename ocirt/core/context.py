@@ -44,6 +44,8 @@ class Container:
         #: "runtime", "setup" or "init": which process is running the hook.
         self.role = "runtime"
         self.channel: Channel | None = None
+        #: Process-local scratch space for plugins (not saved; forks inherit it).
+        self.local: dict[str, Any] = {}
 
     @property
     def plugin_data(self) -> dict[str, Any]:

@@ -70,8 +70,24 @@ def ocirt_prepare_host(container: Container) -> None:
     """
 
 
+@hookspec
+def ocirt_before_fork(container: Container) -> None:
+    """The last moment before the container's first process is forked.
+
+    Runtime process. Nothing may fork between this hook and the fork itself, so
+    it is the place to enter namespaces that apply to children only (pid, time)
+    and make the init the runtime's direct child. Undo in ``ocirt_after_fork``.
+    Use ``container.local`` for what must survive until then.
+    """
+
+
+@hookspec
+def ocirt_after_fork(container: Container) -> None:
+    """Right after the fork, in the runtime process (see ``ocirt_before_fork``)."""
+
+
 # --------------------------------------------------------------------------
-# create: setup child, host pid namespace
+# create: setup child
 # --------------------------------------------------------------------------
 
 
@@ -79,9 +95,10 @@ def ocirt_prepare_host(container: Container) -> None:
 def ocirt_enter_namespaces(container: Container) -> None:
     """Create or join the container's namespaces.
 
-    Setup child, before the init exists. Set ``container.fork_init = True`` when
-    a namespace only applies to children (pid, time): the kernel then forks the
-    init. Use ``container.ask_runtime(name, **data)`` for work that must be done
+    Setup child. Set ``container.fork_init = True`` when a namespace entered
+    here only applies to children (pid, time): the kernel then forks the init
+    from the setup child, which exits. Otherwise the setup child is the init.
+    Use ``container.ask_runtime(name, **data)`` for work that must be done
     from outside (writing uid maps).
     """
 

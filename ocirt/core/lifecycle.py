@@ -8,10 +8,11 @@ create::
     runtime            setup child                 init
     validate
     prepare_host
+    before_fork
     fork ------------> enter_namespaces
-                       [fork_init: fork ---------> (continues below)
+    after_fork         [fork_init: fork ---------> (continues below)
                         report pid, exit]
-    <- pid
+    <- pid             (otherwise it is the init)
     configure_from_host
     continue ----------------------------------->  setup_rootfs, create_container,
                                                    pivot_root, after_pivot,
@@ -126,8 +127,14 @@ class Runtime:
 
     def _fork_and_drive(self, ctx: Container, hooks: Hooks, fifo_fd: int) -> None:
         runtime_end, child_end = channel_pair()
+        setup_pid = -1
         started = time.time()
-        setup_pid = os.fork()
+        hooks.ocirt_before_fork(container=ctx)
+        try:
+            setup_pid = os.fork()
+        finally:
+            if setup_pid != 0:
+                hooks.ocirt_after_fork(container=ctx)
         if setup_pid == 0:  # pragma: no cover - runs in the child
             runtime_end.close()
             preserved = int(ctx.options.get("preserve_fds") or 0)
@@ -172,7 +179,7 @@ class Runtime:
                     raise OcirtError(f"no plugin answers the request {message['name']!r}")
                 chan.send(type="reply", data=reply)
             elif kind == "pid":
-                ctx.init_pid = int(message["pid"])
+                ctx.init_pid = int(message["pid"] or setup_pid)
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
                 self.store.save(ctx.state)
                 hooks.ocirt_configure_from_host(container=ctx)
@@ -337,7 +344,7 @@ def _setup_child(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> N
                 code = 0
                 return
         else:
-            chan.send(type="pid", pid=os.getpid())
+            chan.send(type="pid", pid=None)  # the runtime knows it: it forked us
         _init(ctx, hooks, chan, fifo_fd)
     except BaseException as e:
         try:

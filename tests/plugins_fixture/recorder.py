@@ -58,6 +58,11 @@ def ocirt_prepare_host(container):
 
 
 @hookimpl
+def ocirt_before_fork(container):
+    _record(container, "before_fork")
+
+
+@hookimpl
 def ocirt_enter_namespaces(container):
     _record(container, "enter_namespaces")
 

@@ -1,9 +1,11 @@
 """Create or join Linux namespaces, set the hostname, bring up loopback.
 
-Runs in the setup child (``ocirt_enter_namespaces``): namespaces with a
-``path`` are joined with setns, the others created with one unshare. pid and
-time namespaces apply to children only, so the plugin asks the kernel to fork
-the init. The cgroup namespace is created later, in the init, once the runtime
+Namespaces with a ``path`` are joined with setns, the others created with one
+unshare, in the setup child (``ocirt_enter_namespaces``). pid and time
+namespaces apply to children only: the runtime enters them just before the
+fork (``ocirt_before_fork``), so the setup child is itself the init; with a
+user namespace they are created inside it and the setup child forks the init.
+The cgroup namespace is created later, in the init, once the runtime
 has placed it in its cgroup, so that the cgroup root is the container's own.
 """
 
@@ -107,32 +109,76 @@ def _check_path(spec: Any, field: str, path: Any, ns_type: str) -> None:
         raise spec.error(field, f"{path} is a {kind} namespace, not a {ns_type} namespace")
 
 
+def _enter(ns: dict[str, Any]) -> None:
+    """setns into ``ns["path"]``, with an error naming the namespace."""
+    fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.setns(fd, FLAGS[ns["type"]])
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        raise OcirtError(f"joining the {ns['type']} namespace {ns['path']}: {reason}") from None
+    finally:
+        os.close(fd)
+
+
+def _unshare(flags: int) -> None:
+    try:
+        syscalls.unshare(flags)
+    except OSError as e:
+        raise OcirtError(f"creating namespaces: unshare: {(e.strerror or str(e)).lower()}") from None
+
+
+@hookimpl
+def ocirt_before_fork(container: Container) -> None:
+    """Enter the pid and time namespaces in the runtime, so the init is its direct child.
+
+    Both apply to the children of the caller only. Doing it here saves a second
+    fork in the setup child. With a user namespace they must be created inside
+    it, so then the setup child does it and forks the init.
+    """
+    if wanted(container, "user") is not None:
+        return
+    saved = {}
+    for ns in namespaces(container):
+        if ns["type"] not in CHILDREN_ONLY:
+            continue
+        proc_name = "pid_for_children" if ns["type"] == "pid" else "time_for_children"
+        saved[ns["type"]] = os.open(f"/proc/self/ns/{proc_name}", os.O_RDONLY | os.O_CLOEXEC)
+        if ns.get("path"):
+            _enter(ns)
+        else:
+            _unshare(FLAGS[ns["type"]])
+    container.local["namespaces.restore"] = saved
+
+
+@hookimpl
+def ocirt_after_fork(container: Container) -> None:
+    """Back to the runtime's own namespaces for any later child (hooks, helpers)."""
+    for ns_type, fd in container.local.pop("namespaces.restore", {}).items():
+        try:
+            syscalls.setns(fd, FLAGS[ns_type])
+        finally:
+            os.close(fd)
+
+
 @hookimpl
 def ocirt_enter_namespaces(container: Container) -> None:
+    entered_before_fork = "namespaces.restore" in container.local
     unshare_flags = 0
     for ns in namespaces(container):
         ns_type = ns["type"]
         if ns_type == "cgroup" and not ns.get("path"):
             continue  # created in the init, after it joined its cgroup
+        if ns_type in CHILDREN_ONLY and entered_before_fork:
+            continue
         if ns.get("path"):
-            fd = os.open(ns["path"], os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                syscalls.setns(fd, FLAGS[ns_type])
-            except OSError as e:
-                raise OcirtError(
-                    f"joining the {ns_type} namespace {ns['path']}: {(e.strerror or str(e)).lower()}"
-                ) from None
-            finally:
-                os.close(fd)
+            _enter(ns)
         else:
             unshare_flags |= FLAGS[ns_type]
         if ns_type in CHILDREN_ONLY:
             container.fork_init = True
     if unshare_flags:
-        try:
-            syscalls.unshare(unshare_flags)
-        except OSError as e:
-            raise OcirtError(f"creating namespaces: unshare: {(e.strerror or str(e)).lower()}") from None
+        _unshare(unshare_flags)
     spec = container.require_spec()
     if spec.data.get("hostname"):
         syscalls.sethostname(spec.data["hostname"])
