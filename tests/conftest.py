@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -109,6 +110,35 @@ class Ocirt:
         if check and result.returncode != 0:
             raise AssertionError(f"{cmd} failed ({result.returncode}): {result.stderr}")
         return result
+
+    def detached(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        globals_: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """``ocirt`` with stdout and stderr in files rather than pipes.
+
+        A container created by the call inherits them (as with runc); with pipes,
+        waiting for end-of-file would wait for the container to exit.
+        """
+        if globals_ is None:
+            globals_ = ["--root", str(self.root), "--log", str(self.log), "--log-format", "json"]
+        cmd = [OCIRT, *globals_, *args]
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            returncode = subprocess.run(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                timeout=30,
+                cwd=cwd,
+                env={**self.env, **(env or {})},
+            ).returncode
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(cmd, returncode, out.read(), err.read())
 
     def state(self, container_id: str) -> dict[str, Any]:
         result = self("state", container_id, check=True)

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -75,28 +74,8 @@ def status_of(ocirt: Ocirt, cid: str) -> str | None:
     return json.loads(result.stdout)["status"] if result.returncode == 0 else None
 
 
-def detached(
-    ocirt: Ocirt, *args: str, cwd: Path | None = None, globals_: list[str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    """``ocirt`` with stdout and stderr in files rather than pipes.
-
-    A container created by the call inherits them (as with runc); with pipes,
-    waiting for end-of-file would wait for the container to exit.
-    """
-    if globals_ is None:
-        globals_ = ["--root", str(ocirt.root), "--log", str(ocirt.log), "--log-format", "json"]
-    cmd = [OCIRT, *globals_, *args]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        returncode = subprocess.run(
-            cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, timeout=30, cwd=cwd, env=ocirt.env
-        ).returncode
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(cmd, returncode, out.read(), err.read())
-
-
 def create(ocirt: Ocirt, bundle: Bundle, cid: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    result = detached(ocirt, "create", "--bundle", str(bundle.path), *extra, cid)
+    result = ocirt.detached("create", "--bundle", str(bundle.path), *extra, cid)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -485,7 +464,7 @@ def test_global_flag_forms(ocirt: Ocirt, bundle: Bundle, cid: str, tmp_path: Pat
     globals_ = _global_forms(ocirt.root, log)[form]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return detached(ocirt, *args, cwd=tmp_path, globals_=globals_)
+        return ocirt.detached(*args, cwd=tmp_path, globals_=globals_)
 
     created = run("create", "--bundle", str(bundle.path), cid)
     assert created.returncode == 0, created.stderr
@@ -518,8 +497,8 @@ def test_bundle_flag_forms(ocirt: Ocirt, bundle: Bundle, cid: str, tmp_path: Pat
     bundle.write(args=SLEEP)
     pid_file = tmp_path / "pid"
     # Run from elsewhere, so that a bundle flag that is not understood cannot fall back on ".".
-    result = detached(
-        ocirt, "create", *bundle_args(str(bundle.path)), "-pid-file", str(pid_file), cid, cwd=tmp_path
+    result = ocirt.detached(
+        "create", *bundle_args(str(bundle.path)), "-pid-file", str(pid_file), cid, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr
     state = ocirt.state(cid)
@@ -530,14 +509,14 @@ def test_bundle_flag_forms(ocirt: Ocirt, bundle: Bundle, cid: str, tmp_path: Pat
 
 def test_bundle_defaults_to_cwd(ocirt: Ocirt, bundle: Bundle, cid: str) -> None:
     bundle.write(args=SLEEP)
-    result = detached(ocirt, "create", cid, cwd=bundle.path)
+    result = ocirt.detached("create", cid, cwd=bundle.path)
     assert result.returncode == 0, result.stderr
     assert ocirt.state(cid)["bundle"] == str(bundle.path)
 
 
 def test_run_detach_then_delete_force(ocirt: Ocirt, bundle: Bundle, cid: str) -> None:
     bundle.write(args=SLEEP)
-    result = detached(ocirt, "run", "-d", "--bundle", str(bundle.path), cid)
+    result = ocirt.detached("run", "-d", "--bundle", str(bundle.path), cid)
     assert result.returncode == 0, result.stderr
     state = ocirt.state(cid)
     assert state["status"] == "running"

@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import subprocess
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from importlib.metadata import entry_points
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import BUSYBOX, OCIRT, REPO, Bundle, Ocirt, unique_id, wait_for
+from conftest import BUSYBOX, REPO, Bundle, Ocirt, unique_id, wait_for
 
 from ocirt import OCI_VERSION
 from ocirt.core import plugins
@@ -113,24 +112,6 @@ def env(tmp_path: Path) -> dict[str, str]:
     return {"OCIRT_CONFIG": str(tmp_path / "no-config.toml")}
 
 
-def detached(ocirt: Ocirt, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """``ocirt`` with stdout and stderr in files: a created init inherits them, and
-    with pipes the call would only end when the container does."""
-    cmd = [OCIRT, "--root", str(ocirt.root), "--log", str(ocirt.log), "--log-format", "json", *args]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        returncode = subprocess.run(
-            cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            timeout=30,
-            env={**ocirt.env, **(env or {})},
-        ).returncode
-        out.seek(0)
-        err.seek(0)
-        return subprocess.CompletedProcess(cmd, returncode, out.read(), err.read())
-
-
 def record_to(bundle: Bundle, path: Path, **annotations: str) -> Path:
     """Have the recorder (if loaded) write to ``path``."""
     bundle.config["annotations"] = {RECORD: str(path), **annotations}
@@ -155,7 +136,7 @@ def create(
     ocirt: Ocirt, bundle: Bundle, cid: str, *global_args: str, env: dict[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
     """``ocirt [global_args] create``; return the plugin set the state recorded."""
-    result = detached(ocirt, *global_args, "create", "--bundle", str(bundle.path), cid, env=env)
+    result = ocirt.detached(*global_args, "create", "--bundle", str(bundle.path), cid, env=env)
     assert result.returncode == 0, result.stderr
     return stored_plugins(ocirt, cid)
 
@@ -469,9 +450,7 @@ def test_without_namespaces_plugin_a_mount_namespace_is_not_faked(
     """The default config asks for a mount namespace; nobody creates it: refuse, touch no host mount."""
     with open("/proc/self/mountinfo") as f:
         before = f.read()
-    result = detached(
-        ocirt, "--no-plugin", "namespaces", "create", "--bundle", str(bundle.path), cid, env=env
-    )
+    result = ocirt.detached("--no-plugin", "namespaces", "create", "--bundle", str(bundle.path), cid, env=env)
     failed(result, "mount namespace", "namespaces plugin")
     with open("/proc/self/mountinfo") as f:
         assert f.read() == before
@@ -494,7 +473,7 @@ def test_without_namespaces_and_mounts_plugins_the_host_is_shared(
 def test_the_process_plugin_cannot_be_disabled(
     ocirt: Ocirt, bundle: Bundle, cid: str, env: dict[str, str], args: list[str]
 ) -> None:
-    result = detached(ocirt, *args, "create", "--bundle", str(bundle.path), cid, env=env)
+    result = ocirt.detached(*args, "create", "--bundle", str(bundle.path), cid, env=env)
     failed(result, "'process' is essential")
     assert ocirt.ids() == []
     assert not ocirt.root.exists() or list(ocirt.root.iterdir()) == []
@@ -505,7 +484,7 @@ def test_the_process_plugin_cannot_be_disabled_by_config(
 ) -> None:
     config = tmp_path / "config.toml"
     config.write_text('disable = ["process"]\n')
-    result = detached(ocirt, "create", "--bundle", str(bundle.path), cid, env={"OCIRT_CONFIG": str(config)})
+    result = ocirt.detached("create", "--bundle", str(bundle.path), cid, env={"OCIRT_CONFIG": str(config)})
     failed(result, "'process' is essential")
     assert ocirt.ids() == []
 
@@ -528,7 +507,7 @@ def test_unknown_plugins_are_refused(
     extra_env: dict[str, str],
     message: str,
 ) -> None:
-    result = detached(ocirt, *args, "create", "--bundle", str(bundle.path), cid, env={**env, **extra_env})
+    result = ocirt.detached(*args, "create", "--bundle", str(bundle.path), cid, env={**env, **extra_env})
     failed(result, message)
     assert ocirt.ids() == []
     assert not ocirt.root.exists() or list(ocirt.root.iterdir()) == []
@@ -705,8 +684,8 @@ def test_bad_plugins_are_refused(
     failed(ocirt("-p", module, "plugins", env=env), *words)
     failed(ocirt("-p", module, "features", env=env), *words)
     record = record_to(bundle, tmp_path / "record")
-    result = detached(
-        ocirt, "-p", module, "-p", RECORDER, "create", "--bundle", str(bundle.path), cid, env=env
+    result = ocirt.detached(
+        "-p", module, "-p", RECORDER, "create", "--bundle", str(bundle.path), cid, env=env
     )
     failed(result, *words)
     assert ocirt.ids() == []
