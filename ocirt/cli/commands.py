@@ -7,7 +7,6 @@ returns the exit status. Errors are raised as ``OcirtError`` and reported by
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 
@@ -131,6 +130,8 @@ def run(
 
 
 def state(g: Globals, container_id: str) -> int:
+    import json
+
     from ocirt.core.state import STOPPED
 
     st = g.store().load(container_id)
@@ -153,6 +154,8 @@ def delete(g: Globals, container_id: str, force: bool = False) -> int:
 
 
 def list_containers(g: Globals, fmt: str = "table", quiet: bool = False) -> int:
+    import json
+
     from ocirt.core.state import iter_states
 
     states = [st.oci_state() for st in iter_states(g.store())]
@@ -173,6 +176,8 @@ def list_containers(g: Globals, fmt: str = "table", quiet: bool = False) -> int:
 
 
 def spec(g: Globals, bundle: str = ".", rootless: bool = False) -> int:
+    import json
+
     from ocirt.cli.template import default_spec
 
     path = os.path.join(bundle, "config.json")
@@ -185,6 +190,8 @@ def spec(g: Globals, bundle: str = ".", rootless: bool = False) -> int:
 
 
 def features(g: Globals) -> int:
+    import json
+
     from ocirt import OCI_VERSION
     from ocirt.core import plugins
 
@@ -212,6 +219,8 @@ def _merge(into: dict[str, object], fragment: dict[str, object]) -> None:
 
 
 def plugins_info(g: Globals, fmt: str = "table") -> int:
+    import json
+
     from ocirt.core import plugins
 
     pm = plugins.manager(plugins.select(g.add_plugins, g.drop_plugins))

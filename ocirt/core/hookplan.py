@@ -15,13 +15,12 @@ pluggy, which is then imported for them alone.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import zlib
 
 from ocirt import __version__
-from ocirt.core import trace
+from ocirt.core import jsonio, trace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -163,14 +162,14 @@ def _mtime(path: str) -> int | None:
 
 
 def _plan_path(refs: list[PluginRef]) -> str:
-    key = json.dumps([[r.name, r.ref] for r in refs], sort_keys=True).encode()
+    key = jsonio.dumps([[r.name, r.ref] for r in refs]).encode()
     return os.path.join(PLAN_DIR, f"{zlib.crc32(key):08x}.json")
 
 
 def _load_plan(refs: list[PluginRef]) -> dict[str, Any] | None:
     try:
         with open(_plan_path(refs)) as f:
-            plan: dict[str, Any] = json.load(f)
+            plan: dict[str, Any] = jsonio.loads(f.read())
     except (OSError, ValueError):
         return None
     if plan.get("version") != __version__ or plan.get("refs") != [[r.name, r.ref] for r in refs]:
@@ -187,7 +186,7 @@ def _save_plan(refs: list[PluginRef], plan: dict[str, Any]) -> None:
         os.makedirs(PLAN_DIR, exist_ok=True)
         tmp = f"{path}.{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump(plan, f)
+            f.write(jsonio.dumps(plan))
         os.rename(tmp, path)
     except OSError:
         pass  # read-only install: plan again next time

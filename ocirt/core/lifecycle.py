@@ -25,9 +25,9 @@ start opens exec.fifo; init runs ``ocirt_start_container`` and execs.
 
 from __future__ import annotations
 
+import _signal  # the C module: `signal` wraps it in enums, costing an import of enum
 import fcntl
 import os
-import signal as _signal
 import time
 
 from ocirt import OCI_VERSION

@@ -7,10 +7,11 @@ to both; warnings and debug lines go to the log file, or stderr without one.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
+
+from ocirt.core import jsonio
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 
@@ -24,7 +25,7 @@ class Logger:
     def _line(self, level: str, msg: str) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         if self.fmt == "json":
-            return json.dumps({"level": level, "msg": msg, "time": stamp}) + "\n"
+            return jsonio.dumps({"level": level, "msg": msg, "time": stamp}) + "\n"
         return f'time="{stamp}" level={level} msg="{msg}"\n'
 
     def _write(self, level: str, msg: str) -> None:

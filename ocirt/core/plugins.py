@@ -13,11 +13,11 @@ later commands on it load exactly that set, without a scan.
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 
 from ocirt import PLUGIN_API_VERSION, PROJECT_NAME
+from ocirt.core import jsonio
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -67,7 +67,7 @@ def _entry_points() -> dict[str, PluginRef]:
     cache = os.path.join(sys.prefix, ".ocirt-entry-points.json")
     try:
         with open(cache) as f:
-            cached = json.load(f)
+            cached = jsonio.loads(f.read())
         if cached.get("key") == key:
             return {name: PluginRef(name, ref, origin) for name, ref, origin in cached["plugins"]}
     except (OSError, ValueError, KeyError, TypeError):
@@ -82,7 +82,9 @@ def _entry_points() -> dict[str, PluginRef]:
     try:
         tmp = f"{cache}.{os.getpid()}"
         with open(tmp, "w") as f:
-            json.dump({"key": key, "plugins": [[r.name, r.ref, r.origin] for r in found.values()]}, f)
+            f.write(
+                jsonio.dumps({"key": key, "plugins": [[r.name, r.ref, r.origin] for r in found.values()]})
+            )
         os.rename(tmp, cache)
     except OSError:
         pass  # a read-only install scans every time

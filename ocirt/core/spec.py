@@ -7,9 +7,9 @@ Plugins validate their own parts (``linux.namespaces``, ``mounts``...) in
 
 from __future__ import annotations
 
-import json
 import os
 
+from ocirt.core import jsonio
 from ocirt.core.errors import SpecError
 
 TYPE_CHECKING = False
@@ -86,8 +86,8 @@ def load(bundle: str) -> Spec:
     except OSError as e:
         raise SpecError(f"{path}: {e.strerror}") from None
     try:
-        data = json.loads(raw)
-    except ValueError as e:
+        data = jsonio.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
         raise SpecError(f"{path}: not valid JSON: {e}") from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: must hold a JSON object")

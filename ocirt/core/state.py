@@ -9,11 +9,10 @@ that changes the container, so two commands on one id are serialised;
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import re
 import time
 
+from ocirt.core import jsonio
 from ocirt.core.errors import ContainerNotFound, OcirtError
 
 TYPE_CHECKING = False
@@ -26,15 +25,15 @@ STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
 LOCK_NAME = "lock"
 
-# Container ids, as runc allows them: no '/', no '..', nothing unprintable
-# (ASCII \w as in Go; fullmatch, since '$' would also match before a final newline).
-_ID_RE = re.compile(r"[\w+\-.]+", re.ASCII)
+# Container ids, as runc allows them (ASCII \w, '+', '-', '.'): no '/', no '..',
+# nothing unprintable.
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
 
 CREATING, CREATED, RUNNING, STOPPED, PAUSED = "creating", "created", "running", "stopped", "paused"
 
 
 def check_id(container_id: str) -> None:
-    if not container_id or not _ID_RE.fullmatch(container_id) or container_id in (".", ".."):
+    if not container_id or not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
         raise OcirtError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")
 
 
@@ -147,7 +146,7 @@ class StateStore:
         directory = self.dir(container_id)
         try:
             with open(os.path.join(directory, STATE_FILE), "rb") as f:
-                data = json.loads(f.read())
+                data = jsonio.loads(f.read())
         except FileNotFoundError:
             raise ContainerNotFound(f"container {container_id!r} does not exist") from None
         except ValueError as e:
@@ -159,7 +158,7 @@ class StateStore:
         path = os.path.join(state.dir, STATE_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w") as f:
-            json.dump(state.data, f)
+            f.write(jsonio.dumps(state.data))
         os.rename(tmp, path)
 
     def remove(self, container_id: str) -> None:

@@ -6,9 +6,9 @@ one line of JSON; a closed pipe means the peer died.
 
 from __future__ import annotations
 
-import json
 import os
 
+from ocirt.core import jsonio
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -27,7 +27,7 @@ class Channel:
     def send(self, **message: Any) -> None:
         if self.write_fd < 0:
             raise OSError(9, "channel closed")
-        data = json.dumps(message).encode() + b"\n"
+        data = jsonio.dumps(message).encode() + b"\n"
         while data:
             data = data[os.write(self.write_fd, data) :]
 
@@ -39,7 +39,7 @@ class Channel:
                 return None
             self._buf += chunk
         line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        return jsonio.loads(line)
 
     def expect(self, kind: str) -> dict[str, Any]:
         """Receive a message of ``kind``; an ``error`` message or EOF raises."""

@@ -8,10 +8,10 @@ init write to it too; the fd is close-on-exec and never reaches the user process
 
 from __future__ import annotations
 
-import functools
-import json
 import os
 import time
+
+from ocirt.core import jsonio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,11 +59,13 @@ def record(event: str, plugin: str, started: float, **extra: Any) -> None:
         "ms": round((time.time() - started) * 1000, 3),
         **extra,
     }
-    os.write(_fd, (json.dumps(line) + "\n").encode())
+    os.write(_fd, (jsonio.dumps(line) + "\n").encode())
 
 
 def timed(hook_name: str, plugin: str, func: Callable[..., Any]) -> Callable[..., Any]:
     """``func``, writing one trace line per call."""
+
+    import functools  # only when tracing
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -1,0 +1,73 @@
+"""JSON through the C accelerator, without importing :mod:`json`.
+
+Every ocirt command is a new process that reads config.json or state.json, and
+``import json`` costs about 9 ms here, nearly all of it ``re`` and ``enum``,
+which json needs only for its pure-Python fallbacks. The scanner and encoder
+below are the same C code (``_json``) that :mod:`json` uses; output is compact.
+Pretty-printed output for people (``ocirt state``) still uses :mod:`json`.
+"""
+
+from __future__ import annotations
+
+import _json
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+_WHITESPACE = " \t\n\r"
+_CONSTANTS = {"NaN": float("nan"), "Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+class _Decoding:
+    """The attributes ``_json.make_scanner`` reads from a decoder."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = _CONSTANTS.__getitem__
+    memo: dict[str, str] = {}
+
+
+_scan = _json.make_scanner(_Decoding())  # type: ignore[arg-type]
+
+
+def _unserializable(obj: object) -> object:
+    raise TypeError(f"object of type {type(obj).__name__} is not JSON serializable")
+
+
+_encode = _json.make_encoder(
+    None, _unserializable, _json.encode_basestring_ascii, None, ":", ",", False, False, True
+)
+
+
+def _skip(text: str, i: int) -> int:
+    while i < len(text) and text[i] in _WHITESPACE:
+        i += 1
+    return i
+
+
+def _where(text: str, i: int) -> str:
+    line = text.count("\n", 0, i) + 1
+    return f"line {line} column {i - text.rfind(chr(10), 0, i)} (char {i})"
+
+
+def loads(data: str | bytes) -> Any:
+    """Parse one JSON document; ValueError names the line and column at fault."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    start = _skip(text, 0)
+    try:
+        value, end = _scan(text, start)
+    except StopIteration as e:
+        raise ValueError(f"expecting a value: {_where(text, e.value)}") from None
+    end = _skip(text, end)
+    if end != len(text):
+        raise ValueError(f"extra data: {_where(text, end)}")
+    return value
+
+
+def dumps(value: Any) -> str:
+    """Compact JSON (ASCII, no spaces)."""
+    return "".join(_encode(value, 0))
