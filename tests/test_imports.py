@@ -1,0 +1,73 @@
+"""The engine's commands import only what they use (each is a new process)."""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, Bundle, Ocirt
+
+PYTHON = str(REPO / ".venv" / "bin" / "python")
+ENTRY = "import sys; from ocirt.cli import main; sys.exit(main())"
+
+#: Never on the engine path: CLI framework, plugin framework (a fresh hook plan is
+#: used instead), netlink, seccomp, and json's pure-Python machinery (re, enum).
+HEAVY = ("typer", "click", "rich", "pluggy", "pyroute2", "seccomp", "pyseccomp", "re", "enum", "json")
+
+
+def imported(ocirt: Ocirt, *args: str, cwd: Path | None = None) -> set[str]:
+    """Modules one ocirt command imports, as ``python -X importtime`` reports them."""
+    cmd = [PYTHON, "-I", "-X", "importtime", "-c", ENTRY, "--root", str(ocirt.root), *args]
+    # Files, not pipes: a created container inherits them and keeps pipes open.
+    with tempfile.TemporaryFile("w+") as err:
+        code = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, timeout=30, cwd=cwd).returncode
+        err.seek(0)
+        report = err.read()
+    assert code == 0, report
+    return {
+        line.rsplit("|", 1)[1].strip()
+        for line in report.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+
+
+def heavy(modules: set[str]) -> set[str]:
+    return {m for m in modules if m.split(".")[0] in HEAVY}
+
+
+@pytest.fixture
+def warm(ocirt: Ocirt, bundle: Bundle) -> Bundle:
+    """A bundle whose plugin set has a fresh hook plan (the first create makes it)."""
+    bundle.write(args=["sleep", "30"])
+    result = ocirt.detached("run", "--detach", "--bundle", str(bundle.path), "warmup")
+    assert result.returncode == 0, result.stderr
+    ocirt("delete", "--force", "warmup", check=True)
+    return bundle
+
+
+def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> None:
+    seen = {"create": imported(ocirt, "create", "--bundle", str(warm.path), "imp1")}
+    seen["start"] = imported(ocirt, "start", "imp1")
+    seen["state"] = imported(ocirt, "state", "imp1")
+    seen["kill"] = imported(ocirt, "kill", "imp1", "9")
+    seen["delete"] = imported(ocirt, "delete", "--force", "imp1")
+    assert {command: heavy(modules) for command, modules in seen.items() if command != "state"} == {
+        "create": set(),
+        "start": set(),
+        "kill": set(),
+        "delete": set(),
+    }
+    # `state` pretty-prints with json, the one command allowed its cost.
+    assert {m.split(".")[0] for m in heavy(seen["state"])} <= {"json", "re", "enum"}
+
+
+def test_run_imports(ocirt: Ocirt, warm: Bundle) -> None:
+    warm.write(args=["true"])
+    assert heavy(imported(ocirt, "run", "--bundle", str(warm.path), "imp2")) == set()
+
+
+def test_help_uses_typer(ocirt: Ocirt) -> None:
+    """The check above can fail: --help goes through the typer app."""
+    assert "typer" in heavy(imported(ocirt, "--help"))
