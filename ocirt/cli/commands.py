@@ -15,6 +15,7 @@ from ocirt.core.errors import NotSupported, OcirtError
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocirt.cli.globals import Globals
+    from ocirt.core.context import Container
 
 SIGNALS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
@@ -44,10 +45,13 @@ def parse_signal(value: str) -> int:
     raise OcirtError(f"invalid signal {value!r}")
 
 
-def _create_options(g: Globals, **cli: object) -> dict[str, object]:
-    options = g.plugin_options()
-    options.update(cli)
-    return options
+def _create(g: Globals, container_id: str, bundle: str, detach: bool, **cli: object) -> Container:
+    """Create with the plugin set this call selects; ``cli`` options reach plugins."""
+    from ocirt.core import plugins
+
+    refs = plugins.select(g.add_plugins, g.drop_plugins)
+    options = {**g.plugin_options(), **cli, "detach": detach}
+    return g.runtime().create(container_id, bundle, refs, options)
 
 
 def create(
@@ -60,19 +64,10 @@ def create(
     no_new_keyring: bool = False,
     preserve_fds: int = 0,
 ) -> int:
-    from ocirt.core import plugins
-
-    refs = plugins.select(g.add_plugins, g.drop_plugins)
-    options = _create_options(
-        g,
-        console_socket=console_socket,
-        pid_file=pid_file,
-        no_pivot=no_pivot,
-        no_new_keyring=no_new_keyring,
-        preserve_fds=preserve_fds,
-        detach=True,
-    )
-    g.runtime().create(container_id, bundle, refs, options)
+    _create(
+        g, container_id, bundle, True, console_socket=console_socket, pid_file=pid_file,
+        no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
+    )  # fmt: skip
     return 0
 
 
@@ -99,23 +94,17 @@ def run(
     ``--no-subreaper`` is accepted and has no effect: a foreground run must be
     the subreaper to learn the exit status of an init its setup child forked.
     """
-    from ocirt.core import plugins, syscalls
+    from ocirt.core import syscalls
 
-    runtime = g.runtime()
     if not detach:
-        # Become the subreaper so the init, orphaned by the setup child, is ours to wait for.
+        # The subreaper gets the init as its child even when the setup child forked
+        # it (user namespaces), so its exit status can be waited for.
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-    refs = plugins.select(g.add_plugins, g.drop_plugins)
-    options = _create_options(
-        g,
-        console_socket=console_socket,
-        pid_file=pid_file,
-        no_pivot=no_pivot,
-        no_new_keyring=no_new_keyring,
-        preserve_fds=preserve_fds,
-        detach=detach,
-    )
-    ctx = runtime.create(container_id, bundle, refs, options)
+    ctx = _create(
+        g, container_id, bundle, detach, console_socket=console_socket, pid_file=pid_file,
+        no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
+    )  # fmt: skip
+    runtime = g.runtime()
     try:
         runtime.start(container_id)
     except BaseException:

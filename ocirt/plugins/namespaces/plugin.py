@@ -83,6 +83,10 @@ def ocirt_validate(container: Container) -> None:
         path = ns.get("path")
         if path is not None:
             _check_path(spec, f"{field}.path", path, ns_type)
+    if spec.section("linux.timeOffsets") and wanted(container, "time") is None:
+        raise spec.error("linux.timeOffsets", "needs a new time namespace in linux.namespaces")
+    if spec.section("linux.timeOffsets"):
+        raise spec.error("linux.timeOffsets", "time namespace offsets are not supported yet")
     uts = wanted(container, "uts")
     for key in ("hostname", "domainname"):
         if spec.data.get(key) and (uts is None or uts.get("path")):
