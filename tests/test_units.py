@@ -1,5 +1,5 @@
-"""Unit tests without containers: path resolution, mount options, config.json
-checks, signal names and the state store."""
+"""Unit tests without containers: path resolution in a rootfs, mount options,
+config.json checks, signal names and the state store."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import fcntl
 import json
 import os
 import random
-import stat
 import subprocess
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ from ocirt.core.state import (
     wait_gone,
 )
 from ocirt.plugins.mounts.options import MountOptions, all_options
-from ocirt.plugins.mounts.paths import secure_join
+from ocirt.plugins.mounts.paths import make_in_root, open_in_root, open_root, reopen
 
 # The kernel's values (include/uapi/linux/mount.h), not ocirt's constants.
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC = 1, 2, 4, 8
@@ -36,12 +35,12 @@ MS_BIND, MS_REC = 4096, 16384
 MS_PRIVATE, MS_SLAVE, MS_SHARED = 1 << 18, 1 << 19, 1 << 20
 MS_RELATIME, MS_STRICTATIME = 1 << 21, 1 << 24
 
-# ------------------------------------------------------------------ secure_join
+# ------------------------------------------------------- paths inside a rootfs
 
 
 @pytest.fixture
 def evil_root(tmp_path: Path) -> Path:
-    """A rootfs built to escape: links to /, climbing links, loops."""
+    """A rootfs built to escape: links to /, climbing links, loops, dangling links."""
     root = tmp_path / "rootfs"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "passwd").write_text("root:x:0:0::/root:/bin/sh\n")
@@ -61,10 +60,25 @@ def evil_root(tmp_path: Path) -> Path:
         "loop2": "/loop1",
         "selfloop": "./selfloop",
         "dotlink": ".",
+        "dangling": str(tmp_path / "host-dir" / "sub"),
+        "dangling_up": "../../../host-only/x",
     }
     for name, target in links.items():
         os.symlink(target, root / name)
     return root
+
+
+def resolve(root: Path, unsafe: str, directory: bool = True) -> str:
+    """The host path ``make_in_root`` opened for ``unsafe`` (what a mount would land on)."""
+    root_fd = open_root(str(root))
+    try:
+        fd = make_in_root(root_fd, unsafe, directory)
+        try:
+            return os.readlink(f"/proc/self/fd/{fd}")
+        finally:
+            os.close(fd)
+    finally:
+        os.close(root_fd)
 
 
 @pytest.mark.parametrize(
@@ -91,61 +105,114 @@ def evil_root(tmp_path: Path) -> Path:
         ("/missing/../etc", "etc"),
         ("/missing/deeper/file", "missing/deeper/file"),
         ("//etc//passwd", "etc/passwd"),
+        ("/dangling", "tmp/pytest-host-dir/sub"),
+        ("/dangling_up/y", "host-only/x/y"),
     ],
 )
-def test_secure_join(evil_root: Path, unsafe: str, inside: str) -> None:
-    expected = str(evil_root / inside) if inside else str(evil_root)
-    assert secure_join(str(evil_root), unsafe) == expected
+def test_make_in_root(evil_root: Path, unsafe: str, inside: str) -> None:
+    if inside.startswith("tmp/pytest-host-dir"):  # the dangling link's host target, inside
+        inside = str(evil_root.parent / "host-dir" / "sub").lstrip("/")
+    expected = os.path.realpath(evil_root / inside)
+    assert resolve(evil_root, unsafe) == expected
+    assert os.path.isdir(expected) or os.path.isfile(expected)
+
+
+def test_make_in_root_touches_nothing_outside(evil_root: Path) -> None:
+    host_dir = evil_root.parent / "host-dir"
+    host_dir.mkdir()
+    before = sorted(os.listdir(evil_root.parent))
+    resolve(evil_root, "/dangling/deeper")
+    resolve(evil_root, "/dangling_up/file", directory=False)
+    resolve(evil_root, "/escape/new/dir")
+    assert sorted(os.listdir(evil_root.parent)) == before
+    assert os.listdir(host_dir) == []
+    assert os.path.isdir(evil_root / str(host_dir).lstrip("/") / "sub" / "deeper")
+    assert os.path.isfile(evil_root / "host-only" / "x" / "file")
+    assert os.path.isdir(evil_root / "new" / "dir")
+
+
+def test_make_in_root_drops_missing_parents_of_dotdot(evil_root: Path) -> None:
+    resolve(evil_root, "/missing/../etc/created")
+    assert not (evil_root / "missing").exists()
+    assert (evil_root / "etc" / "created").is_dir()
+
+
+def test_make_in_root_file(evil_root: Path) -> None:
+    path = resolve(evil_root, "/proc/srv/hostname", directory=False)
+    assert path == os.path.realpath(evil_root / "srv" / "hostname")
+    assert os.path.isfile(path) and os.path.getsize(path) == 0
+    # An existing file is opened as it is.
+    assert resolve(evil_root, "/etc/passwd", directory=False) == os.path.realpath(evil_root / "etc/passwd")
+    assert (evil_root / "etc" / "passwd").read_text().startswith("root:")
 
 
 @pytest.mark.parametrize("unsafe", ["/loop1", "/loop2/x", "/selfloop", "/deep/../selfloop/etc"])
-def test_secure_join_loops(evil_root: Path, unsafe: str) -> None:
+def test_make_in_root_loops(evil_root: Path, unsafe: str) -> None:
     with pytest.raises(OSError) as info:
-        secure_join(str(evil_root), unsafe)
+        resolve(evil_root, unsafe)
     assert info.value.errno == errno.ELOOP
 
 
-def test_secure_join_root_forms(evil_root: Path) -> None:
-    expected = str(evil_root / "etc" / "passwd")
-    assert secure_join(str(evil_root) + "/", "/proc/etc/passwd") == expected
-    relative = os.path.relpath(evil_root)
-    assert secure_join(relative, "/proc/etc/passwd") == expected
-
-
-def _stays_inside(root: Path, result: str) -> None:
-    assert result == str(root) or result.startswith(str(root) + "/"), result
-    # No existing component of the result is a symlink: using it follows nothing.
-    current = root
-    for part in Path(result).relative_to(root).parts:
-        current = current / part
+def test_open_in_root_forms(evil_root: Path) -> None:
+    expected = os.path.realpath(evil_root / "etc" / "passwd")
+    for root in (str(evil_root) + "/", os.path.relpath(evil_root)):
+        root_fd = open_root(root)
         try:
-            mode = os.lstat(current).st_mode
-        except (FileNotFoundError, NotADirectoryError):
-            break
-        assert not stat.S_ISLNK(mode), f"{result}: {current} is a symlink"
-    assert os.path.realpath(result).startswith(str(root))
+            fd = open_in_root(root_fd, "/proc/etc/passwd")
+            assert os.readlink(f"/proc/self/fd/{fd}") == expected
+            os.close(fd)
+            with pytest.raises(FileNotFoundError):
+                open_in_root(root_fd, "/proc/missing")
+        finally:
+            os.close(root_fd)
 
 
-def test_secure_join_never_leaves_root(evil_root: Path) -> None:
+def test_reopen_follows_the_inode_not_the_old_path(evil_root: Path, tmp_path: Path) -> None:
+    root_fd = open_root(str(evil_root))
+    try:
+        fd = make_in_root(root_fd, "/deep/a/b/c")
+        # The rootfs swaps a directory for a link to /: reopen still finds the
+        # directory that was opened, by its new name, never what the old path now shows.
+        os.rename(evil_root / "deep" / "a", evil_root / "deep" / "a.moved")
+        os.symlink("/", evil_root / "deep" / "a")
+        (evil_root / "b" / "c").mkdir(parents=True)
+        again = reopen(root_fd, fd)
+        assert os.path.samestat(os.fstat(again), os.fstat(fd))
+        os.close(again)
+        # Moved out of the rootfs altogether: refused.
+        os.rename(evil_root / "deep" / "a.moved", tmp_path / "out")
+        with pytest.raises(OSError) as info:
+            reopen(root_fd, fd)
+        assert info.value.errno == errno.EXDEV
+        os.close(fd)
+    finally:
+        os.close(root_fd)
+
+
+def test_make_in_root_never_leaves_root(evil_root: Path) -> None:
     parts = [
         "proc", "escape", "up", "deep", "a", "b", "back", "to_proc", "abs_tmp", "host_etc",
-        "chain1", "loop1", "selfloop", "dotlink", "etc", "passwd", "x", "..", ".", "",
+        "chain1", "loop1", "selfloop", "dotlink", "dangling", "dangling_up", "etc", "passwd",
+        "x", "..", ".", "",
     ]  # fmt: skip
     rng = random.Random(20240601)
     resolved = 0
-    for _ in range(3000):
+    outside = sorted(os.listdir(evil_root.parent))
+    real_root = os.path.realpath(evil_root)
+    for _ in range(1500):
         unsafe = "/".join(rng.choice(parts) for _ in range(rng.randint(1, 8)))
         if rng.random() < 0.5:
             unsafe = "/" + unsafe
         try:
-            result = secure_join(str(evil_root), unsafe)
+            result = resolve(evil_root, unsafe, directory=rng.random() < 0.7)
         except OSError as e:
             # A loop, or a path continuing below a regular file (etc/passwd/x).
             assert e.errno in (errno.ELOOP, errno.ENOTDIR), (unsafe, e)
             continue
-        _stays_inside(evil_root, result)
+        assert result == real_root or result.startswith(real_root + "/"), (unsafe, result)
         resolved += 1
-    assert resolved > 1000
+    assert resolved > 500
+    assert sorted(os.listdir(evil_root.parent)) == outside
 
 
 # ----------------------------------------------------------------- MountOptions
@@ -186,11 +253,55 @@ def test_mount_options(options: list[str], flags: int, data: str, propagation: l
     assert parsed.is_bind == bool(flags & MS_BIND)
 
 
+# The kernel's mount_setattr attributes (include/uapi/linux/mount.h).
+ATTR_RDONLY, ATTR_NOSUID, ATTR_NODEV, ATTR_NOEXEC = 1, 2, 4, 8
+ATTR__ATIME, ATTR_NOATIME, ATTR_STRICTATIME, ATTR_NODIRATIME = 0x70, 0x10, 0x20, 0x80
+ATTR_NOSYMFOLLOW = 0x200000
+
+
+@pytest.mark.parametrize(
+    ("options", "attr_set", "attr_clr"),
+    [
+        ([], 0, 0),
+        (["rbind", "rro"], ATTR_RDONLY, 0),
+        (["rro", "rrw"], 0, ATTR_RDONLY),  # later options win
+        (["rrw", "rro"], ATTR_RDONLY, 0),
+        (["rnosuid", "rnodev", "rnoexec"], ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC, 0),
+        (["rsuid", "rdev", "rexec"], 0, ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC),
+        (["rnodiratime"], ATTR_NODIRATIME, 0),
+        (["rdiratime"], 0, ATTR_NODIRATIME),
+        (["rnosymfollow"], ATTR_NOSYMFOLLOW, 0),
+        (["rsymfollow"], 0, ATTR_NOSYMFOLLOW),
+        # The atime mode is one value: set with the whole atime field cleared.
+        (["rnoatime"], ATTR_NOATIME, ATTR__ATIME),
+        (["rstrictatime"], ATTR_STRICTATIME, ATTR__ATIME),
+        (["rrelatime"], 0, ATTR__ATIME),
+        (["rnoatime", "ratime"], 0, ATTR__ATIME),
+        (["rnostrictatime"], 0, ATTR__ATIME),
+        (["rnorelatime"], ATTR_STRICTATIME, ATTR__ATIME),
+        (["rro", "rnoatime", "nosuid"], ATTR_RDONLY | ATTR_NOATIME, ATTR__ATIME),
+    ],
+)
+def test_recursive_options(options: list[str], attr_set: int, attr_clr: int) -> None:
+    parsed = MountOptions(options)
+    assert (parsed.attr_set, parsed.attr_clr) == (attr_set, attr_clr)
+    assert parsed.recursive == bool(attr_set or attr_clr)
+    assert not any(o.startswith("r") and o in parsed.data.split(",") for o in options), parsed.data
+
+
+def test_idmap_options_are_named_not_data() -> None:
+    parsed = MountOptions(["rbind", "idmap", "ridmap", "mode=755"])
+    assert parsed.idmap == ["idmap", "ridmap"]
+    assert parsed.data == "mode=755"
+
+
 def test_all_options() -> None:
     names = all_options()
     assert names == sorted(names)
     assert {"ro", "rw", "rbind", "nosuid", "rprivate", "runbindable", "tmpcopyup"} <= set(names)
+    assert {"rro", "rrw", "rnoatime", "ratime", "rnosymfollow", "rsymfollow"} <= set(names)
     assert "mode=755" not in names
+    assert "idmap" not in names
 
 
 # ---------------------------------------------------------------- config.json

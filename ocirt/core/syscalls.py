@@ -53,6 +53,31 @@ MS_STRICTATIME = 0x1000000
 MS_LAZYTIME = 0x2000000
 MNT_DETACH = 0x2
 
+# openat2(2) resolve flags (linux/openat2.h).
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# mount_setattr(2) attributes (linux/mount.h). The atime modes are an enum in
+# the bits of MOUNT_ATTR__ATIME, not flags: relatime is 0.
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+# *at(2) flags (linux/fcntl.h).
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+
 # prctl options.
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
@@ -112,3 +137,46 @@ def sethostname(name: str) -> None:
 def setdomainname(name: str) -> None:
     raw = name.encode()
     _check(_libc.setdomainname(raw, len(raw)))
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open ``path`` relative to ``dirfd`` under the ``resolve`` rules.
+
+    With ``RESOLVE_IN_ROOT`` the kernel resolves ``..`` and symlinks as if
+    ``dirfd`` were ``/``, atomically: the way to open a path in an untrusted tree.
+    O_CLOEXEC is always added.
+    """
+    how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
+    result = _libc.syscall(
+        _NR["openat2"], ctypes.c_int(dirfd), _b(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+    )
+    return _check(result, path)
+
+
+def mount_setattr(
+    dirfd: int, path: str, flags: int, attr_set: int = 0, attr_clr: int = 0, propagation: int = 0
+) -> None:
+    """mount_setattr(2): change a mount's attributes, the whole tree with AT_RECURSIVE."""
+    attr = _MountAttr(attr_set, attr_clr, propagation, 0)
+    result = _libc.syscall(
+        _NR["mount_setattr"],
+        ctypes.c_int(dirfd),
+        _b(path),
+        ctypes.c_uint(flags),
+        ctypes.byref(attr),
+        ctypes.c_size_t(ctypes.sizeof(attr)),
+    )
+    _check(result, path or None)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 
 from ocirt.core import syscalls as s
+from ocirt.plugins.mounts import paths
+from ocirt.plugins.mounts.paths import proc_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -41,29 +43,54 @@ def _own_paths() -> dict[str, str]:
     return paths
 
 
-def mount_cgroup(dest: str, options: MountOptions) -> None:
+def mount_cgroup(root_fd: int, target: int, options: MountOptions) -> int:
+    """Mount the cgroup view on ``target`` (an fd in the rootfs ``root_fd``); the new mount's fd.
+
+    Subdirectories are made inside the fresh tmpfs, relative to its fd, and each
+    hierarchy is bound through ``/proc/self/fd``: nothing goes by a path under
+    the rootfs.
+    """
     flags = options.flags | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC
-    os.makedirs(dest, exist_ok=True)
     hierarchies = _hierarchies()
     if all(fstype == "cgroup2" for _, _, fstype in hierarchies):
-        s.mount("cgroup2", dest, "cgroup2", flags)
-        return
-    s.mount("tmpfs", dest, "tmpfs", (flags & ~s.MS_RDONLY), "mode=755")
-    own = _own_paths()
-    for point, _root, fstype in hierarchies:
-        if not point.startswith(CGROUP_ROOT + "/"):
-            continue
-        name = point[len(CGROUP_ROOT) + 1 :]
-        key = "" if fstype == "cgroup2" else _controllers_key(own, name)
-        if key is None or key not in own:
-            continue
-        source = os.path.join(point, own[key].lstrip("/"))
-        target = os.path.join(dest, name)
-        os.makedirs(target, exist_ok=True)
-        s.mount(source, target, None, s.MS_BIND | s.MS_REC)
-        s.mount(None, target, None, s.MS_BIND | s.MS_REMOUNT | flags | s.MS_RDONLY)
-    if flags & s.MS_RDONLY:
-        s.mount(None, dest, None, s.MS_REMOUNT | flags, "mode=755")
+        s.mount("cgroup2", proc_fd(target), "cgroup2", flags)
+        return paths.reopen(root_fd, target)
+    s.mount("tmpfs", proc_fd(target), "tmpfs", (flags & ~s.MS_RDONLY), "mode=755")
+    top = paths.reopen(root_fd, target)
+    try:
+        own = _own_paths()
+        for point, _root, fstype in hierarchies:
+            if not point.startswith(CGROUP_ROOT + "/"):
+                continue
+            name = point[len(CGROUP_ROOT) + 1 :]
+            key = "" if fstype == "cgroup2" else _controllers_key(own, name)
+            if key is None or key not in own or "/" in name:
+                continue
+            _bind_hierarchy(top, name, os.path.join(point, own[key].lstrip("/")), flags)
+        if flags & s.MS_RDONLY:
+            s.mount(None, proc_fd(top), None, s.MS_REMOUNT | flags, "mode=755")
+    except BaseException:
+        os.close(top)
+        raise
+    return top
+
+
+def _bind_hierarchy(top: int, name: str, source: str, flags: int) -> None:
+    """Bind our own cgroup directory ``source`` read-only at ``<tmpfs>/<name>``."""
+    try:
+        os.mkdir(name, 0o755, dir_fd=top)
+    except FileExistsError:
+        pass
+    sub = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+    try:
+        s.mount(source, proc_fd(sub), None, s.MS_BIND | s.MS_REC)
+        bound = paths.reopen(top, sub)
+    finally:
+        os.close(sub)
+    try:
+        s.mount(None, proc_fd(bound), None, s.MS_BIND | s.MS_REMOUNT | flags | s.MS_RDONLY)
+    finally:
+        os.close(bound)
 
 
 def _controllers_key(own: dict[str, str], name: str) -> str | None:

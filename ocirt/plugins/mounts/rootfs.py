@@ -1,7 +1,9 @@
 """The steps that turn a bundle's rootfs into the container's ``/``.
 
 All run in the init, inside the container's mount namespace. Before pivot
-paths are host paths under the rootfs, always resolved with ``secure_join``.
+every destination is opened inside the rootfs by fd (see ``paths``) and
+mounted through ``/proc/self/fd/<n>``; no path string under the rootfs is ever
+handed to mount(2), so a symlink in the rootfs cannot send a mount to the host.
 """
 
 from __future__ import annotations
@@ -11,29 +13,26 @@ import stat
 
 from ocirt.core import syscalls as s
 from ocirt.core.errors import OcirtError
+from ocirt.plugins.mounts import paths
 from ocirt.plugins.mounts.options import PROPAGATION, MountOptions
-from ocirt.plugins.mounts.paths import secure_join
+from ocirt.plugins.mounts.paths import proc_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
 
-#: Character devices every container gets: name -> (major, minor).
-DEFAULT_DEVICES = {
-    "null": (1, 3),
-    "zero": (1, 5),
-    "full": (1, 7),
-    "random": (1, 8),
-    "urandom": (1, 9),
-    "tty": (5, 0),
-}
+    #: (fd of a mount, its flags, its destination) to make read-only at the end.
+    ReadOnlyLater = list[tuple[int, int, str]]
 
-DEV_LINKS = {
-    "fd": "/proc/self/fd",
-    "stdin": "/proc/self/fd/0",
-    "stdout": "/proc/self/fd/1",
-    "stderr": "/proc/self/fd/2",
-}
+#: Filesystems that must land on a real directory, never through a symlink
+#: (runc refuses the same: a rootfs must not choose where procfs goes).
+ORDINARY_DIRECTORY_ONLY = ("proc", "sysfs")
+
+#: Flags the kernel locks on mounts a user namespace received: a bind remount
+#: there must keep them (statvfs reports them with the values of the MS_ flags).
+LOCKED = s.MS_RDONLY | s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC
+ATIME = s.MS_NOATIME | s.MS_RELATIME | s.MS_STRICTATIME
+ST_RELATIME = 0x1000
 
 
 def mount_error(action: str, target: str, e: OSError) -> OcirtError:
@@ -63,66 +62,152 @@ def _make_parent_private(rootfs: str) -> None:
     s.mount(None, best, None, s.MS_PRIVATE)
 
 
-def mount_one(rootfs: str, index: int, entry: dict[str, Any]) -> None:
-    """Mount one ``mounts[]`` entry under the rootfs."""
-    dest = secure_join(rootfs, entry["destination"])
-    options = MountOptions(entry.get("options") or [])
+def mount_one(root_fd: int, index: int, entry: dict[str, Any], read_only_later: ReadOnlyLater) -> None:
+    """Mount one ``mounts[]`` entry inside the rootfs ``root_fd`` names.
+
+    A read-only tmpfs (or filesystem on /dev) is mounted writable and added to
+    ``read_only_later``: nodes and mode changes go in first, as with runc.
+    """
+    dest = entry["destination"]
+    options = MountOptions(entry.get("options") or [], entry.get("type"))
     fstype = entry.get("type") or ("bind" if options.is_bind else "")
     source = entry.get("source") or fstype or "none"
-    if fstype == "cgroup" or fstype == "cgroup2":
-        from ocirt.plugins.mounts.cgroupfs import mount_cgroup
+    where = f"mounts[{index}]"
+    try:
+        if fstype in ("cgroup", "cgroup2"):
+            from ocirt.plugins.mounts.cgroupfs import mount_cgroup
 
-        mount_cgroup(dest, options)
+            target = paths.make_in_root(root_fd, dest)
+            try:
+                top = mount_cgroup(root_fd, target, options)
+            finally:
+                os.close(target)
+        elif options.is_bind:
+            top = _bind(root_fd, where, source, dest, options)
+        else:
+            late = fstype == "tmpfs" or os.path.normpath(dest) == "/dev"
+            top = _mount_fs(root_fd, where, source, dest, fstype, options, late)
+            if late and options.flags & s.MS_RDONLY:
+                read_only_later.append((os.dup(top), options.flags, dest))
+    except OSError as e:
+        raise mount_error(f"{where}: mounting {fstype or source} on", dest, e) from None
+    try:
+        if options.recursive:
+            s.mount_setattr(top, "", s.AT_EMPTY_PATH | s.AT_RECURSIVE, options.attr_set, options.attr_clr)
+        for flag in options.propagation:
+            s.mount(None, proc_fd(top), None, flag)
+    except OSError as e:
+        raise mount_error(f"{where}: setting the options of", dest, e) from None
+    finally:
+        os.close(top)
+
+
+def _bind(root_fd: int, where: str, source: str, dest: str, options: MountOptions) -> int:
+    """Bind ``source`` (a host path) on ``dest``; the fd of the new mount."""
+    if not os.path.isabs(source):
+        source = os.path.normpath(os.path.join(os.getcwd(), source))
+    try:
+        directory = stat.S_ISDIR(os.stat(source).st_mode)
+    except OSError as e:
+        raise mount_error(f"{where}: bind source", source, e) from None
+    target = paths.make_in_root(root_fd, dest, directory)
+    try:
+        if not directory and paths.same_inode(target, root_fd):
+            raise OcirtError(f"{where}: {dest} resolves to the container's root: cannot bind a file over it")
+        s.mount(source, proc_fd(target), "bind", options.flags & (s.MS_BIND | s.MS_REC))
+        top = paths.reopen(root_fd, target)
+    finally:
+        os.close(target)
+    if options.flags & ~(s.MS_BIND | s.MS_REC):
+        try:
+            _remount_bind(top, options)
+        except BaseException:
+            os.close(top)
+            raise
+    return top
+
+
+def _remount_bind(top: int, options: MountOptions) -> None:
+    """Apply ro, nosuid... to a bind, keeping what the kernel locked (runc does the same).
+
+    In a user namespace a bind of a nosuid/nodev/noexec/ro mount must keep those
+    flags, and its atime mode unless one is asked for; asking to clear one fails.
+    """
+    flags = options.flags & ~(s.MS_BIND | s.MS_REC)
+    try:
+        s.mount(None, proc_fd(top), None, flags | s.MS_BIND | s.MS_REMOUNT)
         return
-    if options.is_bind:
-        if not os.path.isabs(source):
-            source = os.path.normpath(os.path.join(os.getcwd(), source))
+    except PermissionError:
+        current = os.statvfs(proc_fd(top)).f_flag
+        keep = current & LOCKED
+        if not flags & ATIME:
+            keep |= current & (s.MS_NOATIME | s.MS_NODIRATIME)
+            keep |= s.MS_RELATIME if current & ST_RELATIME else 0
+        if not keep & ~flags or keep & options.cleared:
+            raise
+    s.mount(None, proc_fd(top), None, flags | keep | s.MS_BIND | s.MS_REMOUNT)
+
+
+def _mount_fs(
+    root_fd: int, where: str, source: str, dest: str, fstype: str, options: MountOptions, late_ro: bool
+) -> int:
+    """Mount a filesystem (tmpfs, proc...) on ``dest``; the fd of the new mount.
+
+    A tmpfs over an existing directory takes that directory's mode unless the
+    options give one (``mode=``), as with runc: ``/tmp`` stays 1777, ``/root`` 0700.
+    """
+    if fstype in ORDINARY_DIRECTORY_ONLY:
+        _check_ordinary_directory(root_fd, where, dest, fstype)
+    mode = None
+    if fstype == "tmpfs" and not any(o.startswith("mode=") for o in options.data.split(",")):
+        mode = _existing_mode(root_fd, dest)
+    flags = options.flags & ~s.MS_RDONLY if late_ro else options.flags
+    target = paths.make_in_root(root_fd, dest)
+    try:
+        s.mount(source, proc_fd(target), fstype, flags, options.data or None)
+        top = paths.reopen(root_fd, target)
+    finally:
+        os.close(target)
+    if mode is not None:
+        os.chmod(proc_fd(top), mode)
+    return top
+
+
+def _existing_mode(root_fd: int, dest: str) -> int | None:
+    try:
+        fd = paths.open_in_root(root_fd, dest)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return stat.S_IMODE(st.st_mode) if stat.S_ISDIR(st.st_mode) else None
+
+
+def finish_read_only(read_only_later: ReadOnlyLater) -> None:
+    """Make the mounts ``mount_one`` left writable read-only (closing their fds)."""
+    while read_only_later:
+        fd, flags, dest = read_only_later.pop(0)
         try:
-            src_stat = os.stat(source)
+            s.mount(None, proc_fd(fd), None, flags | s.MS_REMOUNT | s.MS_BIND | s.MS_RDONLY)
         except OSError as e:
-            raise mount_error(f"mounts[{index}]: bind source", source, e) from None
-        _make_target(dest, stat.S_ISDIR(src_stat.st_mode))
-        try:
-            s.mount(source, dest, "bind", options.flags & (s.MS_BIND | s.MS_REC))
-            extra = options.flags & ~(s.MS_BIND | s.MS_REC)
-            if extra:
-                s.mount(None, dest, None, extra | s.MS_BIND | s.MS_REMOUNT)
-        except OSError as e:
-            raise mount_error(
-                f"mounts[{index}]: bind-mounting {source} on", entry["destination"], e
-            ) from None
-    else:
-        _make_target(dest, True)
-        try:
-            s.mount(source, dest, fstype, options.flags, options.data or None)
-        except OSError as e:
-            raise mount_error(f"mounts[{index}]: mounting {fstype}", entry["destination"], e) from None
-    for flag in options.propagation:
-        s.mount(None, dest, None, flag)
+            raise mount_error("remounting read-only", dest, e) from None
+        finally:
+            os.close(fd)
 
 
-def _make_target(dest: str, directory: bool) -> None:
-    if directory:
-        os.makedirs(dest, exist_ok=True)
-    elif not os.path.exists(dest):
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        os.close(os.open(dest, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o644))
-
-
-def create_default_devices(rootfs: str) -> None:
-    """mknod the default devices and /dev links, unless /dev already has them."""
-    dev = secure_join(rootfs, "/dev")
-    os.makedirs(dev, exist_ok=True)
-    for name, (major, minor) in DEFAULT_DEVICES.items():
-        path = os.path.join(dev, name)
-        if os.path.lexists(path):
-            continue
-        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-        os.chmod(path, 0o666)  # mknod honours the umask
-    for name, target in {**DEV_LINKS, "ptmx": "pts/ptmx"}.items():
-        path = os.path.join(dev, name)
-        if not os.path.lexists(path):
-            os.symlink(target, path)
+def _check_ordinary_directory(root_fd: int, where: str, dest: str, fstype: str) -> None:
+    try:
+        fd = paths.open_in_root(root_fd, dest, os.O_PATH | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        mode = os.fstat(fd).st_mode
+    finally:
+        os.close(fd)
+    if not stat.S_ISDIR(mode):
+        raise OcirtError(f"{where}: {fstype} must be mounted on an ordinary directory, and {dest} is not one")
 
 
 def pivot(rootfs: str) -> None:
@@ -163,13 +248,27 @@ def mask_path(path: str) -> None:
         return
     if stat.S_ISDIR(st.st_mode):
         s.mount("tmpfs", path, "tmpfs", s.MS_RDONLY)
-    else:
+        return
+    null = os.open("/dev/null", os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(null)
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            # The rootfs's own /dev/null could be any file: masking with it would show its content.
+            raise OcirtError(f"masking {path}: the container's /dev/null is not the null device")
         s.mount("/dev/null", path, None, s.MS_BIND)
+    finally:
+        os.close(null)
 
 
 def readonly_path(path: str) -> None:
-    """Bind ``path`` onto itself and remount it read-only."""
+    """Bind ``path`` onto itself and remount it read-only, keeping nosuid/nodev/noexec.
+
+    The bind inherits them from the mount it comes from (``/proc`` often has
+    all three); a remount that left them out would drop them, or fail in a user
+    namespace. runc keeps them the same way.
+    """
     if not os.path.exists(path):
         return
     s.mount(path, path, None, s.MS_BIND | s.MS_REC)
-    s.mount(None, path, None, s.MS_BIND | s.MS_REMOUNT | s.MS_RDONLY | s.MS_REC)
+    kept = os.statvfs(path).f_flag & (s.MS_NOSUID | s.MS_NODEV | s.MS_NOEXEC)
+    s.mount(None, path, None, kept | s.MS_BIND | s.MS_REMOUNT | s.MS_RDONLY | s.MS_REC)
