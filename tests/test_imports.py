@@ -71,3 +71,26 @@ def test_run_imports(ocirt: Ocirt, warm: Bundle) -> None:
 def test_help_uses_typer(ocirt: Ocirt) -> None:
     """The check above can fail: --help goes through the typer app."""
     assert "typer" in heavy(imported(ocirt, "--help"))
+
+
+#: Modules of the namespaces plugin for features a spec may not use.
+NAMESPACE_EXTRAS = {
+    "ocirt.plugins.namespaces.userns",
+    "ocirt.plugins.namespaces.timens",
+    "ocirt.plugins.namespaces.sysctl",
+}
+
+
+def test_namespace_features_cost_nothing_unused(ocirt: Ocirt, warm: Bundle) -> None:
+    warm.write(args=["true"])
+    assert imported(ocirt, "run", "--bundle", str(warm.path), "imp3") & NAMESPACE_EXTRAS == set()
+
+
+def test_namespace_features_imported_when_used(ocirt: Ocirt, warm: Bundle) -> None:
+    """The check above can fail: a spec with sysctls and time offsets imports their modules."""
+    warm.config["linux"]["namespaces"].append({"type": "time"})
+    warm.config["linux"]["timeOffsets"] = {"boottime": {"secs": 5, "nanosecs": 0}}
+    warm.config["linux"]["sysctl"] = {"net.ipv4.ip_forward": "1"}
+    warm.write(args=["true"])
+    found = imported(ocirt, "run", "--bundle", str(warm.path), "imp4") & NAMESPACE_EXTRAS
+    assert found == {"ocirt.plugins.namespaces.timens", "ocirt.plugins.namespaces.sysctl"}

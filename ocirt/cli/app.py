@@ -12,7 +12,6 @@ import typer
 
 from ocirt.cli import commands
 from ocirt.cli.globals import Globals
-from ocirt.core.state import DEFAULT_ROOT
 
 app = typer.Typer(
     name="ocirt",
@@ -46,7 +45,14 @@ def _version(value: bool) -> None:
 @app.callback()
 def _globals(
     ctx: typer.Context,
-    root: Annotated[str, typer.Option("--root", help="Directory holding container state.")] = DEFAULT_ROOT,
+    root: Annotated[
+        str | None,
+        typer.Option(
+            "--root",
+            help="State directory [default: /run/ocirt; without root $XDG_RUNTIME_DIR/ocirt].",
+            show_default=False,
+        ),
+    ] = None,
     log: Annotated[str | None, typer.Option("--log", help="Log file (errors also go to stderr).")] = None,
     log_format: Annotated[str, typer.Option("--log-format", help="text or json.")] = "text",
     debug: Annotated[bool, typer.Option("--debug", help="Log debug lines.")] = False,

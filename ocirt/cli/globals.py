@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from ocirt.core.log import Logger
-from ocirt.core.state import DEFAULT_ROOT, StateStore
+from ocirt.core.state import StateStore, default_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 class Globals:
     def __init__(
         self,
-        root: str = DEFAULT_ROOT,
+        root: str | None = None,
         log: str | None = None,
         log_format: str = "text",
         debug: bool = False,
@@ -26,7 +26,7 @@ class Globals:
         no_plugin: list[str] | None = None,
         trace: str | None = None,
     ) -> None:
-        self.root = root
+        self.root = root or default_root()
         self.log_path = log
         self.log_format = log_format
         self.debug = debug

@@ -41,6 +41,9 @@ class Container:
         self.fork_init = False
         #: The init's pid in the runtime's pid namespace, once known.
         self.init_pid = 0
+        #: The setup child's pid, known to the runtime from the fork on (to act on it
+        #: from outside while answering ``ocirt_runtime_request``, e.g. its uid map).
+        self.setup_pid = 0
         #: "runtime", "setup" or "init": which process is running the hook.
         self.role = "runtime"
         self.channel: Channel | None = None

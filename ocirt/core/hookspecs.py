@@ -14,6 +14,10 @@ Processes, as named below:
 
 After ``ocirt_pivot_root`` the runtime's own files are out of reach: code that
 runs in the init from then on must not import lazily (import at module level).
+With a new user namespace that holds from ``ocirt_enter_namespaces`` on: the
+host ids container root maps to may not read the runtime's Python (a standard
+library under a 0700 home, as with pyenv): import in ``ocirt_validate`` or at
+module level.
 
 Ordering inside a phase uses ``tryfirst``/``trylast``, never registration order.
 """

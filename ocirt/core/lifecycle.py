@@ -154,6 +154,7 @@ class Runtime:
         os.close(fifo_fd)
         child_end.close()
         ctx.channel = runtime_end
+        ctx.setup_pid = setup_pid
         try:
             self._drive(ctx, hooks, runtime_end, setup_pid)
         finally:

@@ -32,6 +32,17 @@ _ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ01234
 CREATING, CREATED, RUNNING, STOPPED, PAUSED = "creating", "created", "running", "stopped", "paused"
 
 
+def default_root() -> str:
+    """The state root without ``--root``: /run/ocirt for root, else the user's runtime dir.
+
+    An unprivileged user cannot write /run/ocirt; runc uses $XDG_RUNTIME_DIR/runc.
+    """
+    euid = os.geteuid()
+    if euid == 0:
+        return DEFAULT_ROOT
+    return os.path.join(os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{euid}", "ocirt")
+
+
 def check_id(container_id: str) -> None:
     if not container_id or not _ID_CHARS.issuperset(container_id) or container_id in (".", ".."):
         raise OcirtError(f"invalid container id {container_id!r}: use letters, digits, '_', '+', '-' and '.'")

@@ -7,6 +7,11 @@ fork (``ocirt_before_fork``), so the setup child is itself the init; with a
 user namespace they are created inside it and the setup child forks the init.
 The cgroup namespace is created later, in the init, once the runtime
 has placed it in its cgroup, so that the cgroup root is the container's own.
+
+A new user namespace comes first (``userns``): the runtime writes its maps from
+outside, and every namespace created after it is owned by it. Time offsets
+(``timens``) and sysctls (``sysctl``) live in modules of their own, imported
+only when the spec uses them.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ FLAGS = {
     "time": syscalls.CLONE_NEWTIME,
 }
 
-#: Types this version can handle; the others are refused at validation.
-SUPPORTED = ("pid", "network", "mount", "ipc", "uts", "cgroup", "time")
+#: Types this version can handle (``ocirt features``).
+SUPPORTED = tuple(FLAGS)
 
 #: Namespaces that only the children of the caller enter.
 CHILDREN_ONLY = ("pid", "time")
@@ -78,19 +83,35 @@ def ocirt_validate(container: Container) -> None:
         if ns_type in seen:
             raise spec.error(f"{field}.type", f"namespace type {ns_type!r} is listed twice")
         seen.add(ns_type)
-        if ns_type not in SUPPORTED:
-            raise spec.error(f"{field}.type", f"{ns_type} namespaces are not supported yet")
         path = ns.get("path")
         if path is not None:
             _check_path(spec, f"{field}.path", path, ns_type)
-    if spec.section("linux.timeOffsets") and wanted(container, "time") is None:
-        raise spec.error("linux.timeOffsets", "needs a new time namespace in linux.namespaces")
+    user = wanted(container, "user")
+    mapped = spec.section("linux.uidMappings", list) or spec.section("linux.gidMappings", list)
+    if user is not None or mapped:
+        from ocirt.plugins.namespaces import userns
+
+        userns.validate(container, user)
+    elif seen and os.geteuid() != 0:
+        raise spec.error(
+            "linux.namespaces",
+            "without root, namespaces can only be made inside a user namespace: add "
+            '{"type": "user"} with linux.uidMappings and gidMappings (see `ocirt spec --rootless`)',
+        )
     if spec.section("linux.timeOffsets"):
-        raise spec.error("linux.timeOffsets", "time namespace offsets are not supported yet")
+        from ocirt.plugins.namespaces import timens
+
+        timens.validate(spec, wanted(container, "time"))
     uts = wanted(container, "uts")
     for key in ("hostname", "domainname"):
         if spec.data.get(key) and (uts is None or uts.get("path")):
             raise spec.error(key, f"setting the {key} needs a new uts namespace in linux.namespaces")
+    if spec.section("linux.sysctl"):
+        # Imported here, in the runtime: the init applies them after pivot_root,
+        # where it cannot import any more.
+        from ocirt.plugins.namespaces import sysctl
+
+        sysctl.validate(container)
 
 
 def _check_path(spec: Any, field: str, path: Any, ns_type: str) -> None:
@@ -142,7 +163,8 @@ def ocirt_before_fork(container: Container) -> None:
     """
     if wanted(container, "user") is not None:
         return
-    saved = {}
+    saved: dict[str, int] = {}
+    container.local["namespaces.restore"] = saved
     for ns in namespaces(container):
         if ns["type"] not in CHILDREN_ONLY:
             continue
@@ -152,7 +174,8 @@ def ocirt_before_fork(container: Container) -> None:
             _enter(ns)
         else:
             _unshare(FLAGS[ns["type"]])
-    container.local["namespaces.restore"] = saved
+            if ns["type"] == "time":
+                _write_time_offsets(container)
 
 
 @hookimpl
@@ -165,12 +188,36 @@ def ocirt_after_fork(container: Container) -> None:
             os.close(fd)
 
 
+def _write_time_offsets(container: Container) -> None:
+    """Right after unshare(CLONE_NEWTIME), before any process is in the namespace."""
+    spec = container.require_spec()
+    if spec.section("linux.timeOffsets"):
+        from ocirt.plugins.namespaces import timens
+
+        timens.write_offsets(spec)
+
+
 @hookimpl
 def ocirt_enter_namespaces(container: Container) -> None:
+    """Join (user first, as runc), create the user namespace, then the others inside it."""
     entered_before_fork = "namespaces.restore" in container.local
+    user = wanted(container, "user")
+    if user is not None:
+        # Inside, the runtime's own files may be out of the mapped ids' reach (an
+        # interpreter under a 0700 home): import now what is needed later.
+        import _socket  # noqa: F401 - loopback_up
+        import struct  # noqa: F401 - loopback_up
+
+        from ocirt.plugins.namespaces import userns  # loaded by ocirt_validate
+
+        if user.get("path"):
+            _enter(user)
+            userns.check_joined(container)
     unshare_flags = 0
     for ns in namespaces(container):
         ns_type = ns["type"]
+        if ns_type == "user":
+            continue
         if ns_type == "cgroup" and not ns.get("path"):
             continue  # created in the init, after it joined its cgroup
         if ns_type in CHILDREN_ONLY and entered_before_fork:
@@ -181,8 +228,14 @@ def ocirt_enter_namespaces(container: Container) -> None:
             unshare_flags |= FLAGS[ns_type]
         if ns_type in CHILDREN_ONLY:
             container.fork_init = True
+    if user is not None and not user.get("path"):
+        _unshare(syscalls.CLONE_NEWUSER)
+        container.ask_runtime("userns-maps")
+        userns.become_root()
     if unshare_flags:
         _unshare(unshare_flags)
+        if unshare_flags & syscalls.CLONE_NEWTIME:
+            _write_time_offsets(container)
     spec = container.require_spec()
     if spec.data.get("hostname"):
         syscalls.sethostname(spec.data["hostname"])
@@ -191,6 +244,26 @@ def ocirt_enter_namespaces(container: Container) -> None:
     network = wanted(container, "network")
     if network is not None and not network.get("path"):
         loopback_up()
+
+
+@hookimpl
+def ocirt_runtime_request(container: Container, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
+    """Runtime: write the uid/gid maps of the setup child's new user namespace."""
+    if name != "userns-maps":
+        return None
+    from ocirt.plugins.namespaces import userns
+
+    userns.write_maps(container, container.setup_pid)
+    return {"written": True}
+
+
+@hookimpl(tryfirst=True)
+def ocirt_after_pivot(container: Container) -> None:
+    """sysctls, before other plugins make /proc/sys read-only (``readonlyPaths``)."""
+    if container.require_spec().section("linux.sysctl"):
+        from ocirt.plugins.namespaces import sysctl  # loaded by ocirt_validate, before pivot_root
+
+        sysctl.apply(container)
 
 
 @hookimpl(tryfirst=True)

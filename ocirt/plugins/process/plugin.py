@@ -67,11 +67,34 @@ def ocirt_finalize_process(container: Container) -> None:
     user = process.get("user") or {}
     if "umask" in user:
         os.umask(user["umask"])
-    os.setgroups(user.get("additionalGids") or [])
+    _set_groups(user.get("additionalGids") or [])
     os.setgid(user.get("gid", 0))
     os.setuid(user.get("uid", 0))
     if process.get("noNewPrivileges"):
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _set_groups(gids: list[int]) -> None:
+    """setgroups(2), which a user namespace whose maps a non-root runtime wrote denies.
+
+    There the process keeps the groups it has (none mapped), as with runc; asking
+    for additional groups is an error.
+    """
+    try:
+        os.setgroups(gids)
+    except PermissionError:
+        try:
+            with open("/proc/self/setgroups") as f:
+                denied = f.read().strip() == "deny"
+        except OSError:
+            denied = False
+        if not denied:
+            raise
+        if gids:
+            raise OcirtError(
+                "process.user.additionalGids: setgroups is denied in this user namespace "
+                "(its maps were written without root)"
+            ) from None
 
 
 def _apply_rlimits(limits: list[dict[str, Any]]) -> None:
