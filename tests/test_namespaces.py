@@ -77,20 +77,6 @@ def namespaces(config: dict[str, Any]) -> list[dict[str, Any]]:
     return config["linux"]["namespaces"]
 
 
-def bind_host_devices(config: dict[str, Any]) -> None:
-    """Bind the host's device nodes over /dev, as a user namespace cannot mknod.
-
-    The mounts plugin mknods the default devices; until it binds them itself
-    in a user namespace (as runc does), the spec provides them.
-    """
-    mounts = config["mounts"]
-    at = next(i for i, m in enumerate(mounts) if m["destination"] == "/dev") + 1
-    mounts[at:at] = [
-        {"destination": f"/dev/{n}", "type": "bind", "source": f"/dev/{n}", "options": ["bind", "nosuid"]}
-        for n in DEVICES
-    ]
-
-
 def give_rootfs(bundle: Bundle, uid: int) -> None:
     """Hand the rootfs to the host id container root maps to, as engines do for user namespaces.
 
@@ -106,7 +92,6 @@ def add_user_namespace(config: dict[str, Any], host_id: int = HOST_ID, size: int
     namespaces(config).append({"type": "user"})
     config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": host_id, "size": size}]
     config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": host_id, "size": size}]
-    bind_host_devices(config)
 
 
 def without_mount_namespace(config: dict[str, Any]) -> None:
@@ -255,7 +240,6 @@ def test_join_user_namespace_with_other_mappings_is_refused(ocirt: Ocirt, open_b
         config["linux"]["uidMappings"] = [{"containerID": 0, "hostID": HOST_ID + 1, "size": MAP_SIZE}]
         config["linux"]["gidMappings"] = [{"containerID": 0, "hostID": HOST_ID, "size": MAP_SIZE}]
         del config["hostname"]
-        bind_host_devices(config)
         refused(ocirt, second_bundle(open_bundle, config), "linux.uidMappings", "joined user namespace")
 
 
@@ -421,7 +405,6 @@ def test_join_a_containers_user_and_pid_namespaces(ocirt: Ocirt, open_bundle: Bu
             {"type": "mount"},
         ]
         del config["hostname"]
-        bind_host_devices(config)
         out = run(
             ocirt,
             second_bundle(open_bundle, config),
@@ -580,7 +563,6 @@ def rootless_config(rootless: Rootless, bundle: Bundle, args: list[str]) -> dict
     config: dict[str, Any] = json.loads((bundle.path / "config.json").read_text())
     config["process"]["terminal"] = False
     config["process"]["args"] = args
-    bind_host_devices(config)
     return config
 
 
@@ -680,3 +662,17 @@ def test_default_state_root(monkeypatch: pytest.MonkeyPatch) -> None:
     assert state.default_root() == "/somewhere/4242/ocirt"
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     assert state.default_root() == "/run/user/4242/ocirt"
+
+
+def test_user_namespace_mount_fallbacks(ocirt: Ocirt, open_bundle: Bundle) -> None:
+    """As runc: sysfs and mqueue bound from the host where a user namespace may not
+    mount them (no network namespace of its own), devpts without an unmapped gid=5."""
+    config = open_bundle.config
+    _drop(config, "network")
+    add_user_namespace(config, size=1)  # gid 5 (tty) is not mapped
+    give_rootfs(open_bundle, HOST_ID)
+    out = run(ocirt, open_bundle, "cat /proc/self/mountinfo; ls /sys/kernel >/dev/null && echo sys-ok")
+    mounts = {line.split(" - ")[0].split()[4]: line for line in out.splitlines() if " - " in line}
+    assert " - sysfs " in mounts["/sys"] and mounts["/sys"].split()[5].startswith("ro")
+    assert " - devpts " in mounts["/dev/pts"] and "gid=5" not in mounts["/dev/pts"]
+    assert "sys-ok" in out

@@ -8,17 +8,19 @@ handed to mount(2), so a symlink in the rootfs cannot send a mount to the host.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 from ocirt.core import syscalls as s
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.mounts import paths
-from ocirt.plugins.mounts.options import PROPAGATION, MountOptions
+from ocirt.plugins.mounts.options import FLAGS, PROPAGATION, MountOptions
 from ocirt.plugins.mounts.paths import proc_fd
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     #: (fd of a mount, its flags, its destination) to make read-only at the end.
@@ -164,13 +166,43 @@ def _mount_fs(
     flags = options.flags & ~s.MS_RDONLY if late_ro else options.flags
     target = paths.make_in_root(root_fd, dest)
     try:
-        s.mount(source, proc_fd(target), fstype, flags, options.data or None)
+        try:
+            s.mount(source, proc_fd(target), fstype, flags, options.data or None)
+        except OSError as e:
+            fallback = _fallback(e, fstype, options)
+            if fallback is None:
+                raise
+            os.close(target)
+            target = -1
+            return fallback(root_fd, where, dest)
         top = paths.reopen(root_fd, target)
     finally:
-        os.close(target)
+        if target >= 0:
+            os.close(target)
     if mode is not None:
         os.chmod(proc_fd(top), mode)
     return top
+
+
+#: Filesystems a user namespace may not mount afresh, and the host mount runc binds instead.
+HOST_FALLBACK = {"sysfs": "/sys", "mqueue": "/dev/mqueue"}
+
+
+def _fallback(e: OSError, fstype: str, options: MountOptions) -> Callable[[int, str, str], int] | None:
+    """What runc does when a mount fails in a user namespace, or None to fail.
+
+    sysfs without its own network namespace, and mqueue, are refused there: bind
+    the host's instead (recursively, with the same flags). devpts refuses a
+    ``gid=`` the namespace does not map: mount it without.
+    """
+    if isinstance(e, PermissionError) and fstype in HOST_FALLBACK:
+        flag_names = [o for o in ("ro", "nosuid", "nodev", "noexec") if options.flags & FLAGS[o][1]]
+        bind = MountOptions(["rbind", *flag_names], "bind")
+        return lambda root_fd, where, dest: _bind(root_fd, where, HOST_FALLBACK[fstype], dest, bind)
+    if e.errno == errno.EINVAL and fstype == "devpts" and "gid=" in options.data:
+        options.data = ",".join(o for o in options.data.split(",") if not o.startswith("gid="))
+        return lambda root_fd, where, dest: _mount_fs(root_fd, where, "devpts", dest, fstype, options, False)
+    return None
 
 
 def _existing_mode(root_fd: int, dest: str) -> int | None:
