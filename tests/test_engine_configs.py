@@ -1,7 +1,8 @@
 """Configs shaped like the ones engines write run the same container as runc.
 
-``tests/data/*-config.json`` are config.json files podman and containerd wrote
-for a busybox image here, with paths made portable. Each runs under ocirt and
+``tests/data/*-config.json`` are config.json files podman, containerd and docker wrote
+for a busybox image here, with paths made portable (docker's prestart network
+hook is left out until the hooks plugin exists). Each runs under ocirt and
 under runc on the same bundle; what the container sees (mounts, /dev, limits,
 identity) must match. The cgroup mount, capabilities and seccomp are compared
 once their plugins exist (they differ by design today: see the README).
@@ -25,7 +26,8 @@ DATA = Path(__file__).parent / "data"
 
 VIEW = (
     "cat /proc/self/mountinfo; echo =====; ls -ln /dev /dev/pts /dev/mqueue; echo =====; "
-    "cat /proc/self/limits; echo =====; id; hostname; umask; ls -ld /dev/shm"
+    "cat /proc/self/limits; echo =====; id; hostname; umask; ls -ld /dev/shm; "
+    "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range"
 )
 
 
@@ -80,7 +82,7 @@ def run_under(runtime: list[str], bundle: Path, container_id: str) -> str:
 @pytest.mark.skipif(
     shutil.which("runc") is None, reason="runc is not installed (scripts/setup.sh installs it)"
 )
-@pytest.mark.parametrize("shape", ["ocirt-spec", "podman", "containerd"])
+@pytest.mark.parametrize("shape", ["ocirt-spec", "podman", "containerd", "docker"])
 def test_same_container_as_runc(ocirt: Ocirt, bundle: Bundle, tmp_path: Path, shape: str) -> None:
     config = engine_config(shape, bundle.path)
     config["process"]["args"] = ["sh", "-c", VIEW]
