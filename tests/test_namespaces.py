@@ -676,3 +676,15 @@ def test_user_namespace_mount_fallbacks(ocirt: Ocirt, open_bundle: Bundle) -> No
     assert " - sysfs " in mounts["/sys"] and mounts["/sys"].split()[5].startswith("ro")
     assert " - devpts " in mounts["/dev/pts"] and "gid=5" not in mounts["/dev/pts"]
     assert "sys-ok" in out
+
+
+def test_new_network_namespace_has_loopback_up(ocirt: Ocirt, open_bundle: Bundle) -> None:
+    out = run(
+        ocirt,
+        open_bundle,
+        "cat /sys/class/net/lo/flags; ls /sys/class/net; ping -c1 -W1 127.0.0.1 >/dev/null && echo ping-ok",
+    )
+    flags, *rest = out.split()
+    assert int(flags, 16) & 0x1, f"lo is down: flags {flags}"  # IFF_UP
+    assert rest[:-1] == ["lo"]  # nothing but loopback
+    assert rest[-1] == "ping-ok"

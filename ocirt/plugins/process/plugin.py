@@ -55,6 +55,14 @@ def ocirt_validate(container: Container) -> None:
                 raise spec.error(f"process.rlimits[{i}].{key}", "must be an integer")
 
 
+@hookimpl(tryfirst=True)
+def ocirt_after_pivot(container: Container) -> None:
+    """Create ``process.cwd`` while ``/`` is still writable (before ``root.readonly``)."""
+    process = container.require_spec().process
+    if process is not None:
+        os.makedirs(process.get("cwd") or "/", 0o755, exist_ok=True)
+
+
 @hookimpl
 def ocirt_finalize_process(container: Container) -> None:
     process = container.require_spec().process
@@ -62,7 +70,6 @@ def ocirt_finalize_process(container: Container) -> None:
         return
     _apply_rlimits(process.get("rlimits") or [])
     cwd = process.get("cwd") or "/"
-    os.makedirs(cwd, exist_ok=True)
     os.chdir(cwd)
     user = process.get("user") or {}
     if "umask" in user:
