@@ -17,6 +17,7 @@ import os
 from ocirt.core import syscalls
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.namespaces.plugin import wanted
+from ocirt.plugins.namespaces.procfs import write_proc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -98,17 +99,13 @@ def apply(container: Container) -> None:
         raise OcirtError("linux.sysctl: /proc/sys is missing in the container (mount proc at /proc)")
     for key, value in settings.items():
         path = os.path.join("/proc/sys", *parts(key))
-        try:
-            if parts(key) == ["kernel", "domainname"]:
-                # The file is the host root's even in a user namespace that owns
-                # the uts namespace; the system call asks for the capability there.
-                syscalls.setdomainname(value)
-                continue
-            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+        what = f"linux.sysctl: setting {key} to {value!r}"
+        if parts(key) == ["kernel", "domainname"]:
+            # The file is the host root's even in a user namespace that owns
+            # the uts namespace; the system call asks for the capability there.
             try:
-                os.write(fd, value.encode())
-            finally:
-                os.close(fd)
-        except OSError as e:
-            reason = (e.strerror or str(e)).lower()
-            raise OcirtError(f"linux.sysctl: setting {key} to {value!r}: {path}: {reason}") from None
+                syscalls.setdomainname(value)
+            except OSError as e:
+                raise OcirtError(f"{what}: {(e.strerror or str(e)).lower()}") from None
+            continue
+        write_proc(path, value, what)

@@ -11,9 +11,7 @@ Imported only when the spec has ``linux.timeOffsets``.
 
 from __future__ import annotations
 
-import os
-
-from ocirt.core.errors import OcirtError
+from ocirt.plugins.namespaces.procfs import write_proc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -50,12 +48,4 @@ def write_offsets(spec: Spec) -> None:
     text = "".join(f"{clock} {o.get('secs', 0)} {o.get('nanosecs', 0)}\n" for clock, o in offsets.items())
     if not text:
         return
-    try:
-        fd = os.open("/proc/self/timens_offsets", os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        reason = (e.strerror or str(e)).lower()
-        raise OcirtError(f"linux.timeOffsets: writing {text.strip()!r}: {reason}") from None
+    write_proc("/proc/self/timens_offsets", text, f"linux.timeOffsets: writing {text.strip()!r}")

@@ -23,6 +23,7 @@ import os
 
 from ocirt.core import syscalls
 from ocirt.core.errors import OcirtError
+from ocirt.plugins.namespaces.procfs import write_proc
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -137,15 +138,7 @@ def write_maps(container: Container, pid: int) -> None:
 
 
 def _write(path: str, text: str) -> None:
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-        try:
-            os.write(fd, text.encode())
-        finally:
-            os.close(fd)
-    except OSError as e:
-        reason = (e.strerror or str(e)).lower()
-        raise OcirtError(f"writing {path} ({text.strip()!r}): {reason}") from None
+    write_proc(path, text, f"writing {text.strip()!r}")
 
 
 def become_root(required: bool = True) -> None:
