@@ -190,6 +190,15 @@ def ocirt_start_container(container: Container) -> None:
 
 
 @hookspec
+def ocirt_before_exec(container: Container) -> None:
+    """The very last step before execve of the user process.
+
+    Init. Only the execve itself follows, so a filter loaded here (seccomp,
+    ``trylast``) catches nothing of the runtime's own work.
+    """
+
+
+@hookspec
 def ocirt_poststart(container: Container) -> None:
     """After the user process was started (``poststart`` hooks). Runtime process."""
 

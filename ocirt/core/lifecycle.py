@@ -377,13 +377,14 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
     os.write(fd, b"0")
     os.close(fifo_fd)
-    hooks.ocirt_start_container(container=ctx)
     if process is None:
         raise OcirtError("config.json has no process")
     _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
-    env = process.get("env") or []
+    env = dict(e.split("=", 1) for e in process.get("env") or [])
+    hooks.ocirt_start_container(container=ctx)
+    hooks.ocirt_before_exec(container=ctx)
     try:
-        os.execve(executable, process["args"], dict(e.split("=", 1) for e in env))
+        os.execve(executable, process["args"], env)
     except OSError as e:
         os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
