@@ -7,14 +7,29 @@ callers can report failures in one line. Syscall numbers are per architecture.
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
 # Syscall numbers for calls glibc 2.36 has no wrapper for.
 _SYSCALLS: dict[str, dict[str, int]] = {
-    "x86_64": {"pivot_root": 155, "setns": 308, "mount_setattr": 442, "openat2": 437},
-    "aarch64": {"pivot_root": 41, "setns": 268, "mount_setattr": 442, "openat2": 437},
+    "x86_64": {
+        "pivot_root": 155,
+        "setns": 308,
+        "mount_setattr": 442,
+        "openat2": 437,
+        "ioprio_set": 251,
+        "sched_setattr": 314,
+    },
+    "aarch64": {
+        "pivot_root": 41,
+        "setns": 268,
+        "mount_setattr": 442,
+        "openat2": 437,
+        "ioprio_set": 30,
+        "sched_setattr": 274,
+    },
 }
 _NR = _SYSCALLS.get(os.uname().machine, _SYSCALLS["x86_64"])
 
@@ -59,6 +74,8 @@ RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
 RESOLVE_IN_ROOT = 0x10
+#: How often openat2 is repeated while the kernel answers EAGAIN (see ``openat2``).
+OPENAT2_RETRIES = 128
 
 # mount_setattr(2) attributes (linux/mount.h). The atime modes are an enum in
 # the bits of MOUNT_ATTR__ATIME, not flags: relatime is 0.
@@ -80,10 +97,21 @@ AT_RECURSIVE = 0x8000
 
 # prctl options.
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
 PR_SET_NAME = 15
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_GET_NO_NEW_PRIVS = 39
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+# capget(2)/capset(2): version 3 carries 64 bits per set, in two 32-bit halves.
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
 
 
 def _check(result: int, *paths: str | None) -> int:
@@ -158,11 +186,19 @@ def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> i
     With ``RESOLVE_IN_ROOT`` the kernel resolves ``..`` and symlinks as if
     ``dirfd`` were ``/``, atomically: the way to open a path in an untrusted tree.
     O_CLOEXEC is always added.
+
+    With ``..`` in the path, the kernel answers EAGAIN when any rename or mount
+    happened on the machine during the lookup (it cannot then prove the walk
+    stayed inside): the call is simply repeated, a bounded number of times.
     """
     how = _OpenHow(flags | os.O_CLOEXEC, mode, resolve)
-    result = _libc.syscall(
-        _NR["openat2"], ctypes.c_int(dirfd), _b(path), ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
-    )
+    raw = _b(path)
+    for _ in range(OPENAT2_RETRIES):
+        result = _libc.syscall(
+            _NR["openat2"], ctypes.c_int(dirfd), raw, ctypes.byref(how), ctypes.c_size_t(ctypes.sizeof(how))
+        )
+        if result >= 0 or ctypes.get_errno() != errno.EAGAIN:
+            break
     return _check(result, path)
 
 
@@ -180,3 +216,78 @@ def mount_setattr(
         ctypes.c_size_t(ctypes.sizeof(attr)),
     )
     _check(result, path or None)
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
+
+
+def capget() -> tuple[int, int, int]:
+    """The calling thread's (effective, permitted, inheritable) sets as 64-bit masks."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    _check(_libc.capget(ctypes.byref(header), data))
+    effective, permitted, inheritable = (
+        getattr(data[0], name) | getattr(data[1], name) << 32
+        for name in ("effective", "permitted", "inheritable")
+    )
+    return effective, permitted, inheritable
+
+
+def capset(effective: int, permitted: int, inheritable: int) -> None:
+    """capset(2) of the calling thread's three sets, each a 64-bit mask of capability numbers."""
+    header = _CapHeader(_LINUX_CAPABILITY_VERSION_3, 0)
+    data = (_CapData * 2)()
+    for i in range(2):
+        shift = 32 * i
+        data[i].effective = (effective >> shift) & 0xFFFFFFFF
+        data[i].permitted = (permitted >> shift) & 0xFFFFFFFF
+        data[i].inheritable = (inheritable >> shift) & 0xFFFFFFFF
+    _check(_libc.capset(ctypes.byref(header), data))
+
+
+class _SchedAttr(ctypes.Structure):
+    """struct sched_attr as of SCHED_ATTR_SIZE_VER0 (48 bytes): no utilization clamps."""
+
+    _fields_ = [
+        ("size", ctypes.c_uint32),
+        ("sched_policy", ctypes.c_uint32),
+        ("sched_flags", ctypes.c_uint64),
+        ("sched_nice", ctypes.c_int32),
+        ("sched_priority", ctypes.c_uint32),
+        ("sched_runtime", ctypes.c_uint64),
+        ("sched_deadline", ctypes.c_uint64),
+        ("sched_period", ctypes.c_uint64),
+    ]
+
+
+def sched_setattr(
+    policy: int,
+    flags: int = 0,
+    nice: int = 0,
+    priority: int = 0,
+    runtime: int = 0,
+    deadline: int = 0,
+    period: int = 0,
+) -> None:
+    """sched_setattr(2) for the calling thread (glibc 2.36 has no wrapper)."""
+    attr = _SchedAttr(ctypes.sizeof(_SchedAttr), policy, flags, nice, priority, runtime, deadline, period)
+    _check(_libc.syscall(_NR["sched_setattr"], ctypes.c_int(0), ctypes.byref(attr), ctypes.c_uint(0)))
+
+
+def ioprio_set(which: int, who: int, ioprio: int) -> None:
+    """ioprio_set(2) (glibc has no wrapper)."""
+    _check(_libc.syscall(_NR["ioprio_set"], ctypes.c_int(which), ctypes.c_int(who), ctypes.c_int(ioprio)))
+
+
+def personality(persona: int) -> int:
+    """personality(2); returns the previous persona."""
+    return _check(_libc.personality(ctypes.c_ulong(persona)))

@@ -24,6 +24,7 @@ from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocirt.core.context import Container
@@ -188,6 +189,23 @@ def ocirt_after_fork(container: Container) -> None:
             os.close(fd)
 
 
+def with_dumpable(action: Callable[[], object]) -> None:
+    """Run ``action`` with the setup child dumpable, then make it non-dumpable again.
+
+    The setup child is not dumpable (see ``lifecycle``), so its /proc files
+    belong to the host's root: neither a runtime without root (writing the
+    uid and gid maps) nor root in the new user namespace (writing its own
+    ``timens_offsets``) could open them. The windows are kept to these two
+    writes: nothing of this container runs yet, but a joined user namespace may
+    hold another's processes.
+    """
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+    try:
+        action()
+    finally:
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
+
+
 def _write_time_offsets(container: Container) -> None:
     """Right after unshare(CLONE_NEWTIME), before any process is in the namespace."""
     spec = container.require_spec()
@@ -230,12 +248,12 @@ def ocirt_enter_namespaces(container: Container) -> None:
             container.fork_init = True
     if user is not None and not user.get("path"):
         _unshare(syscalls.CLONE_NEWUSER)
-        container.ask_runtime("userns-maps")
+        with_dumpable(lambda: container.ask_runtime("userns-maps"))
         userns.become_root()
     if unshare_flags:
         _unshare(unshare_flags)
         if unshare_flags & syscalls.CLONE_NEWTIME:
-            _write_time_offsets(container)
+            with_dumpable(lambda: _write_time_offsets(container))
     spec = container.require_spec()
     if spec.data.get("hostname"):
         syscalls.sethostname(spec.data["hostname"])

@@ -149,10 +149,9 @@ def become_root(required: bool = True) -> None:
     joined namespace 0 may be unmapped (EINVAL): not ``required``, the ids stay
     and the process plugin sets the ones the spec asks for.
 
-    Changing ids makes the process non-dumpable, which hands its /proc/self
-    files to the host's root, out of the namespace root's reach (writing
-    ``timens_offsets`` fails). Nothing of the container runs yet, and the exec
-    of the user process sets dumpability anew, so it is made dumpable again.
+    The process stays non-dumpable (changing ids would make it so anyway):
+    its /proc files belong to the host's root, which no process inside the
+    namespace is, until the exec of the user process.
     """
     try:
         os.setresgid(0, 0, 0)
@@ -163,7 +162,7 @@ def become_root(required: bool = True) -> None:
         reason = (e.strerror or str(e)).lower()
         raise OcirtError(f"becoming root in the user namespace: {reason}") from None
     finally:
-        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 1)
+        syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def check_joined(container: Container) -> None:

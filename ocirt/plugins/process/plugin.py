@@ -1,8 +1,17 @@
 """Shape the container process from the spec's ``process`` object.
 
 Everything runs in the init after pivot_root (``ocirt_finalize_process``), in
-this order: rlimits (while still privileged), cwd, umask, groups, gid, uid,
-no_new_privs. Essential: the kernel needs it to start any container.
+this order: rlimits and the attributes of ``attrs`` (scheduler, I/O priority,
+personality) while still privileged, cwd, umask, groups, gid, uid,
+no_new_privs. The security plugin drops capabilities around the setuid
+(tryfirst and trylast in the same hook). Essential: the kernel needs it to
+start any container.
+
+``process.cwd`` is created and entered by fd, resolved with the container's
+``/`` as root (``openat2(RESOLVE_IN_ROOT)``, no /proc magic links), and checked
+afterwards to lie under that root: a runtime fd left open, named as
+``/proc/self/fd/N``, cannot become the container's working directory (the
+class of CVE-2024-21626).
 """
 
 from __future__ import annotations
@@ -13,12 +22,18 @@ import resource
 from ocirt import hookimpl
 from ocirt.core import syscalls
 from ocirt.core.errors import OcirtError
+from ocirt.plugins.mounts import paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocirt.core.context import Container
+
+#: ``process`` fields handled by ``attrs``, imported only when one is set.
+ATTR_FIELDS = ("oomScoreAdj", "scheduler", "ioPriority", "execCPUAffinity")
+ATTRS = "process.attrs"
 
 RLIMITS = (
     "AS", "CORE", "CPU", "DATA", "FSIZE", "LOCKS", "MEMLOCK", "MSGQUEUE",
@@ -32,13 +47,8 @@ def ocirt_validate(container: Container) -> None:
     process = spec.process
     if process is None:
         return
-    if process.get("terminal") and not container.options.get("console_socket"):
-        if container.options.get("detach", True):
-            raise spec.error(
-                "process.terminal", "true needs --console-socket when the container runs detached"
-            )
-    elif process.get("terminal"):
-        raise spec.error("process.terminal", "terminals through --console-socket are not supported yet")
+    if process.get("terminal") and "terminal" not in container.local:  # set by a terminal plugin
+        raise spec.error("process.terminal", "true, but no loaded plugin provides terminals")
     user = process.get("user") or {}
     for key in ("uid", "gid", "umask"):
         if key in user and (not isinstance(user[key], int) or user[key] < 0):
@@ -53,6 +63,30 @@ def ocirt_validate(container: Container) -> None:
         for key in ("soft", "hard"):
             if not isinstance(limit.get(key), int):
                 raise spec.error(f"process.rlimits[{i}].{key}", "must be an integer")
+    if any(process.get(f) is not None for f in ATTR_FIELDS) or spec.section("linux.personality"):
+        # Imported here, in the runtime: the init applies them after pivot_root.
+        from ocirt.plugins.process import attrs
+
+        container.local[ATTRS] = attrs.check(spec)
+
+
+@hookimpl
+def ocirt_before_fork(container: Container) -> None:
+    """oomScoreAdj: set on the runtime itself, so that the init inherits it at the fork."""
+    oom = container.local.get(ATTRS, {}).get("oom")
+    if oom is not None:
+        from ocirt.plugins.process import attrs
+
+        container.local["process.oom_restore"] = attrs.set_oom_score_adj(oom)
+
+
+@hookimpl
+def ocirt_after_fork(container: Container) -> None:
+    old = container.local.pop("process.oom_restore", None)
+    if old is not None:
+        from ocirt.plugins.process import attrs
+
+        attrs.restore_oom_score_adj(old)
 
 
 @hookimpl(tryfirst=True)
@@ -60,7 +94,8 @@ def ocirt_after_pivot(container: Container) -> None:
     """Create ``process.cwd`` while ``/`` is still writable (before ``root.readonly``)."""
     process = container.require_spec().process
     if process is not None:
-        os.makedirs(process.get("cwd") or "/", 0o755, exist_ok=True)
+        cwd = process.get("cwd") or "/"
+        os.close(_in_root(cwd, lambda root: paths.make_in_root(root, cwd)))
 
 
 @hookimpl
@@ -69,8 +104,11 @@ def ocirt_finalize_process(container: Container) -> None:
     if process is None:
         return
     _apply_rlimits(process.get("rlimits") or [])
-    cwd = process.get("cwd") or "/"
-    os.chdir(cwd)
+    if ATTRS in container.local:
+        from ocirt.plugins.process import attrs  # loaded by ocirt_validate
+
+        attrs.apply(container.local[ATTRS])
+    _enter_cwd(process.get("cwd") or "/")
     user = process.get("user") or {}
     if "umask" in user:
         os.umask(user["umask"])
@@ -79,6 +117,32 @@ def ocirt_finalize_process(container: Container) -> None:
     os.setuid(user.get("uid", 0))
     if process.get("noNewPrivileges"):
         syscalls.prctl(syscalls.PR_SET_NO_NEW_PRIVS, 1)
+
+
+def _in_root(cwd: str, opener: Callable[[int], int]) -> int:
+    """Run ``opener`` on an fd of ``/``, with errors naming ``process.cwd``."""
+    root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        return opener(root)
+    except OSError as e:
+        raise OcirtError(f"process.cwd {cwd!r}: {(e.strerror or str(e)).lower()}") from None
+    finally:
+        os.close(root)
+
+
+def _enter_cwd(cwd: str) -> None:
+    """fchdir to ``cwd`` opened inside the container's root, then check where that is."""
+    fd = _in_root(cwd, lambda root: paths.open_in_root(root, cwd, os.O_PATH | os.O_DIRECTORY))
+    try:
+        os.fchdir(fd)
+    finally:
+        os.close(fd)
+    try:
+        where = os.getcwd()
+    except OSError:  # glibc reports a directory outside the root as ENOENT
+        where = "(unreachable)"
+    if not where.startswith("/"):
+        raise OcirtError(f"process.cwd {cwd!r} is outside the container's root filesystem ({where}): refused")
 
 
 def _set_groups(gids: list[int]) -> None:

@@ -1,0 +1,1 @@
+"""The ``security`` plugin: capabilities and LSM labels (AppArmor, SELinux)."""
