@@ -169,10 +169,11 @@ def ocirt_after_pivot(container: Container) -> None:
 
 @hookspec
 def ocirt_finalize_process(container: Container) -> None:
-    """Shape the process: rlimits, user, groups, capabilities, seccomp (trylast).
+    """Shape the process: rlimits, user, groups, capabilities.
 
-    Init, just before it reports ``created``; the fewer syscalls after the
-    seccomp filter, the better, so filters load ``trylast``.
+    Init, just before it reports ``created``. A seccomp filter waits for
+    ``ocirt_before_exec`` unless the runtime must see it loaded (a notify fd
+    for an agent): then it loads here, ``trylast``.
     """
 
 

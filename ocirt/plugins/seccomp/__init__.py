@@ -1,0 +1,1 @@
+"""The ``seccomp`` plugin: ``linux.seccomp`` as a libseccomp filter, loaded just before execve."""
