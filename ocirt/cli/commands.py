@@ -93,6 +93,8 @@ def run(
 
     ``--no-subreaper`` is accepted and has no effect: a foreground run must be
     the subreaper to learn the exit status of an init its setup child forked.
+    In the foreground with ``process.terminal`` and no ``--console-socket``, the
+    container's terminal is relayed to the caller's (``ocirt.cli.console``).
     """
     from ocirt.core import syscalls
 
@@ -100,22 +102,47 @@ def run(
         # The subreaper gets the init as its child even when the setup child forked
         # it (user namespaces), so its exit status can be waited for.
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
-    ctx = _create(
-        g, container_id, bundle, detach, console_socket=console_socket, pid_file=pid_file,
-        no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-    )  # fmt: skip
-    runtime = g.runtime()
+    console = None
+    if not detach and console_socket is None and _wants_terminal(bundle):
+        from ocirt.cli.console import ConsoleSocket, Relay
+
+        console = ConsoleSocket()
+        console_socket = console.path
     try:
-        runtime.start(container_id)
-    except BaseException:
-        runtime.delete(container_id, force=True)
-        raise
+        ctx = _create(
+            g, container_id, bundle, detach, console_socket=console_socket, pid_file=pid_file,
+            no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
+        )  # fmt: skip
+        runtime = g.runtime()
+        try:
+            relay = Relay(console.receive()) if console else None
+            if relay:
+                relay.resize()  # before start: the program sees the caller's size from the outset
+            runtime.start(container_id)
+        except BaseException:
+            runtime.delete(container_id, force=True)
+            raise
+    finally:
+        if console:
+            console.close()
     if detach:
         return 0
-    status = runtime.wait(ctx.init_pid)
-    if not keep:
-        runtime.delete(container_id, force=True)
-    return status
+    try:
+        return relay.run(ctx.init_pid) if relay else runtime.wait(ctx.init_pid)
+    finally:
+        if not keep:
+            runtime.delete(container_id, force=True)
+
+
+def _wants_terminal(bundle: str) -> bool:
+    """Whether the bundle's process asks for a terminal (a bad config fails in create)."""
+    from ocirt.core import spec as spec_mod
+
+    try:
+        process = spec_mod.load(bundle).process
+    except OcirtError:
+        return False
+    return bool(process and process.get("terminal"))
 
 
 def state(g: Globals, container_id: str) -> int:

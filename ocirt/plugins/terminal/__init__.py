@@ -1,0 +1,1 @@
+"""The ``terminal`` plugin: ``process.terminal`` with a pty made inside the container."""
