@@ -2,10 +2,12 @@
 
 ``tests/data/*-config.json`` are config.json files podman, containerd and docker wrote
 for a busybox image here, with paths made portable (docker's prestart network
-hook is left out until the hooks plugin exists). Each runs under ocirt and
-under runc on the same bundle; what the container sees (mounts, /dev, limits,
-identity) must match. The cgroup mount, capabilities and seccomp are compared
-once their plugins exist (they differ by design today: see the README).
+hook is left out until the hooks plugin exists; containerd's seccomp profile is
+the one ``ctr run --seccomp`` adds). Each runs under ocirt and under runc on the
+same bundle; what the container sees (mounts, /dev, limits, identity, the five
+capability sets and no_new_privs, seccomp mode and filter count) must match. The
+cgroup mount is compared once its plugin exists (it differs by design today: see
+the README).
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ DATA = Path(__file__).parent / "data"
 VIEW = (
     "cat /proc/self/mountinfo; echo =====; ls -ln /dev /dev/pts /dev/mqueue; echo =====; "
     "cat /proc/self/limits; echo =====; id; hostname; umask; ls -ld /dev/shm; "
-    "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range"
+    "cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/net/ipv4/ping_group_range; "
+    "grep -E '^(Cap|NoNewPrivs)' /proc/self/status; "
+    "grep -E '^Seccomp(_filters)?:' /proc/self/status"
 )
 
 

@@ -94,3 +94,21 @@ def test_namespace_features_imported_when_used(ocirt: Ocirt, warm: Bundle) -> No
     warm.write(args=["true"])
     found = imported(ocirt, "run", "--bundle", str(warm.path), "imp4") & NAMESPACE_EXTRAS
     assert found == {"ocirt.plugins.namespaces.timens", "ocirt.plugins.namespaces.sysctl"}
+
+
+#: Modules of the process and security plugins for features a spec may not use.
+PROCESS_EXTRAS = {"ocirt.plugins.process.attrs", "ocirt.plugins.security.lsm"}
+
+
+def test_process_features_cost_nothing_unused(ocirt: Ocirt, warm: Bundle) -> None:
+    warm.write(args=["true"])
+    assert imported(ocirt, "run", "--bundle", str(warm.path), "imp5") & PROCESS_EXTRAS == set()
+
+
+def test_process_features_imported_when_used(ocirt: Ocirt, warm: Bundle) -> None:
+    """The check above can fail: a spec with an OOM score (docker writes one) imports ``attrs``."""
+    warm.config["process"]["oomScoreAdj"] = 0
+    warm.config["process"]["apparmorProfile"] = ""  # empty: nothing asked, nothing imported
+    warm.write(args=["true"])
+    found = imported(ocirt, "run", "--bundle", str(warm.path), "imp6") & PROCESS_EXTRAS
+    assert found == {"ocirt.plugins.process.attrs"}

@@ -103,6 +103,11 @@ def without_mount_namespace(config: dict[str, Any]) -> None:
     config["linux"]["readonlyPaths"] = []
 
 
+def all_sets(*caps: str) -> dict[str, list[str]]:
+    """``process.capabilities`` with ``caps`` in every set (a root process keeps them across exec)."""
+    return {key: list(caps) for key in ("bounding", "effective", "permitted", "inheritable", "ambient")}
+
+
 def run(ocirt: Ocirt, bundle: Bundle, script: str) -> str:
     """Run ``sh -c script`` in a container; return its stdout (it must succeed)."""
     bundle.write(args=["sh", "-c", script])
@@ -220,6 +225,7 @@ def test_files_created_in_user_namespace_belong_to_mapped_host_ids(ocirt: Ocirt,
     os.chown(shared, HOST_ID, HOST_ID)  # container root's own directory
     give_rootfs(open_bundle, HOST_ID)
     add_user_namespace(open_bundle.config)
+    open_bundle.config["process"]["capabilities"] = all_sets("CAP_CHOWN")  # chown 5:7
     open_bundle.config["mounts"].append(
         {"destination": "/shared", "type": "bind", "source": str(shared), "options": ["rbind", "rw"]}
     )
@@ -679,6 +685,7 @@ def test_user_namespace_mount_fallbacks(ocirt: Ocirt, open_bundle: Bundle) -> No
 
 
 def test_new_network_namespace_has_loopback_up(ocirt: Ocirt, open_bundle: Bundle) -> None:
+    open_bundle.config["process"]["capabilities"] = all_sets("CAP_NET_RAW")  # busybox ping
     out = run(
         ocirt,
         open_bundle,

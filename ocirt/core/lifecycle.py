@@ -136,6 +136,7 @@ class Runtime:
             if setup_pid != 0:
                 hooks.ocirt_after_fork(container=ctx)
         if setup_pid == 0:  # pragma: no cover - runs in the child
+            _not_dumpable()
             runtime_end.close()
             preserved = int(ctx.options.get("preserve_fds") or 0)
             _close_fds_except(
@@ -157,6 +158,11 @@ class Runtime:
         ctx.setup_pid = setup_pid
         try:
             self._drive(ctx, hooks, runtime_end, setup_pid)
+        except BaseException:
+            # End the child waiting on the channel before closing it: it would print
+            # "the runtime went away" over the runtime's own error. _rollback reaps it.
+            _kill_quietly(ctx.init_pid or setup_pid, _signal.SIGKILL)
+            raise
         finally:
             runtime_end.close()
             ctx.channel = None
@@ -304,16 +310,7 @@ class Runtime:
 
         Returns the exit status as a shell shows it (128+N for a signal).
         """
-        forwarded = (
-            _signal.SIGINT,
-            _signal.SIGTERM,
-            _signal.SIGHUP,
-            _signal.SIGQUIT,
-            _signal.SIGUSR1,
-            _signal.SIGUSR2,
-            _signal.SIGWINCH,
-        )
-        for sig in forwarded:
+        for sig in FORWARDED_SIGNALS:
             _signal.signal(sig, lambda signum, _frame: _kill_quietly(pid, signum))
         while True:
             try:
@@ -322,9 +319,24 @@ class Runtime:
                 wait_gone(pid, None, 1e9)
                 return 0
             if child == pid:
-                return (
-                    os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
-                )
+                return exit_status(status)
+
+
+#: What a foreground ``run`` passes on to the container's init.
+FORWARDED_SIGNALS = (
+    _signal.SIGINT,
+    _signal.SIGTERM,
+    _signal.SIGHUP,
+    _signal.SIGQUIT,
+    _signal.SIGUSR1,
+    _signal.SIGUSR2,
+    _signal.SIGWINCH,
+)
+
+
+def exit_status(status: int) -> int:
+    """A wait status as a shell shows it: the exit code, or 128+N for signal N."""
+    return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
 
 
 # ---------------------------------------------------------------------- child side
@@ -418,6 +430,21 @@ def find_executable(process: dict[str, Any]) -> str:
     if "/" in name:
         raise OcirtError(f'exec: "{name}": stat {name}: no such file or directory')
     raise OcirtError(f'exec: "{name}": executable file not found in $PATH: no such file or directory')
+
+
+def _not_dumpable() -> None:
+    """First thing in the setup child: not dumpable until the exec of the user process.
+
+    Its /proc files then belong to root and resist ptrace-mode access
+    (``/proc/<pid>/exe``, ``mem``, ``environ``, ``fd``) from processes of the
+    container that lack CAP_SYS_PTRACE: the host's interpreter and the runtime's
+    fds stay out of their reach (the class of CVE-2019-5736). The exec
+    recomputes dumpability for the user process. A plugin that needs its own
+    /proc files writable from a user namespace may lift it briefly.
+    """
+    from ocirt.core import syscalls  # loaded by the plugins already; keeps ctypes off `state`
+
+    syscalls.prctl(syscalls.PR_SET_DUMPABLE, 0)
 
 
 def _close_fds_except(keep: set[int]) -> None:

@@ -36,6 +36,9 @@ BUILTIN: dict[str, str] = {
     "namespaces": "ocirt.plugins.namespaces.plugin",
     "mounts": "ocirt.plugins.mounts.plugin",
     "process": "ocirt.plugins.process.plugin",
+    "seccomp": "ocirt.plugins.seccomp.plugin",
+    "security": "ocirt.plugins.security.plugin",
+    "terminal": "ocirt.plugins.terminal.plugin",
 }
 
 #: The kernel's own: without them no container can start, so they cannot be disabled.
