@@ -42,3 +42,12 @@ def test_user_group_umask_and_cwd(ocirt: Ocirt, bundle: Bundle) -> None:
     bundle.config["process"]["cwd"] = "/work/dir"  # created if missing
     out = run(ocirt, bundle, "id -u; id -g; id -G; umask; pwd")
     assert out.split() == ["1000", "1001", "1001", "1002", "1003", "0027", "/work/dir"]
+
+
+def test_signal_dispositions_are_defaults(ocirt: Ocirt, bundle: Bundle) -> None:
+    """Nothing the runtime ignores (Python ignores SIGPIPE) reaches the container."""
+    out = run(ocirt, bundle, "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 2")
+    lines = out.split("\n")
+    assert lines[0] == "SigBlk:\t0000000000000000"
+    assert lines[1] == "SigIgn:\t0000000000000000"
+    assert lines[2:4] == ["y", "y"]

@@ -392,6 +392,10 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     if process is None:
         raise OcirtError("config.json has no process")
     _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
+    # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve, and
+    # `yes | head` in the container would then never end on EPIPE.
+    for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+        _signal.signal(sig, _signal.SIG_DFL)
     env = dict(e.split("=", 1) for e in process.get("env") or [])
     hooks.ocirt_start_container(container=ctx)
     hooks.ocirt_before_exec(container=ctx)
