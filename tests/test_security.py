@@ -201,8 +201,16 @@ def test_sets_the_kernel_would_refuse_are_refused(ocirt: Ocirt, bundle: Bundle) 
     refused(ocirt, bundle, "process.capabilities.effective", "CAP_CHOWN not in permitted")
     config["capabilities"] = {"bounding": ["CAP_KILL"], "inheritable": ["CAP_CHOWN"]}
     refused(ocirt, bundle, "process.capabilities.inheritable", "CAP_CHOWN not in bounding")
-    config["capabilities"] = {key: ["CAP_KILL"] for key in ("bounding", "permitted", "ambient")}
-    refused(ocirt, bundle, "process.capabilities.ambient", "CAP_KILL not in permitted and inheritable")
+
+
+def test_ambient_not_inheritable_is_skipped_as_runc_does(ocirt: Ocirt, bundle: Bundle) -> None:
+    """runc's own default config asks for ambient capabilities it does not make
+    inheritable; the kernel cannot raise them, and the container still starts."""
+    config = bundle.config["process"]
+    config["capabilities"] = {key: ["CAP_KILL"] for key in ("bounding", "permitted", "effective", "ambient")}
+    seen = status(run(ocirt, bundle, STATUS_CAPS))
+    assert seen["CapAmb"] == "0000000000000000"
+    assert seen["CapPrm"] == "0000000000000020"  # CAP_KILL is bit 5
 
 
 def test_no_new_privileges(ocirt: Ocirt, bundle: Bundle) -> None:

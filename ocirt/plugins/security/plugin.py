@@ -54,7 +54,13 @@ def ocirt_validate(container: Container) -> None:
     process = spec.process
     if process is None:
         return
-    container.local[CAPS] = caps.masks(spec)
+    sets = container.local[CAPS] = caps.masks(spec)
+    if sets["ambient_skipped"]:
+        skipped = ", ".join(caps.names(sets["ambient_skipped"]))
+        container.log.debug(
+            f"process.capabilities.ambient: not raising {skipped}: "
+            "an ambient capability must also be permitted and inheritable"
+        )
     if process.get("apparmorProfile") or process.get("selinuxLabel"):
         # Imported here, in the runtime: the init applies the label after pivot_root.
         from ocirt.plugins.security import lsm
