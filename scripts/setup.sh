@@ -66,6 +66,13 @@ if [[ ! -x .venv/bin/ocirt || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# setuptools (put in every venv) installs a .pth hook that every interpreter
+# start runs, ocirt's commands included; nothing here needs it (the build uses
+# hatchling in an isolated environment).
+if compgen -G ".venv/lib/python3*/site-packages/_distutils_hack" >/dev/null; then
+  .venv/bin/pip uninstall -q -y setuptools >/dev/null 2>&1 || true
+fi
+
 # Byte-compile ocirt: every command is a new interpreter, and where
 # PYTHONDONTWRITEBYTECODE is set nothing would ever be cached.
 .venv/bin/python -m compileall -q ocirt >/dev/null

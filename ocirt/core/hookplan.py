@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import sys
-import zlib
 
 from ocirt import __version__
 from ocirt.core import jsonio, trace
@@ -163,7 +162,9 @@ def _mtime(path: str) -> int | None:
 
 def _plan_path(refs: list[PluginRef]) -> str:
     key = jsonio.dumps([[r.name, r.ref] for r in refs]).encode()
-    return os.path.join(PLAN_DIR, f"{zlib.crc32(key):08x}.json")
+    # A stable name without hashlib/zlib imports: the plugin names, then a checksum.
+    names = "+".join(sorted(r.name.replace("/", "_") for r in refs))[:120]
+    return os.path.join(PLAN_DIR, f"{names}-{sum(key) % 65521:04x}.json")
 
 
 def _load_plan(refs: list[PluginRef]) -> dict[str, Any] | None:

@@ -188,9 +188,11 @@ class Runtime:
             elif kind == "pid":
                 ctx.init_pid = int(message["pid"] or setup_pid)
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
-                self.store.save(ctx.state)
                 hooks.ocirt_configure_from_host(container=ctx)
                 chan.send(type="continue")
+                # Saved while the init sets up its rootfs: a `delete --force` after a
+                # crash of this process still finds the pid to kill.
+                self.store.save(ctx.state)
             elif kind == "ready":
                 if ctx.init_pid != setup_pid:
                     # Reaped only now, so its exit overlapped the init's setup. It is

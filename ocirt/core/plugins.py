@@ -12,7 +12,6 @@ later commands on it load exactly that set, without a scan.
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -209,7 +208,9 @@ def import_ref(ref: str) -> object:
     """Import ``pkg.module`` or ``pkg.module:attr.attr``."""
     module_name, _, attr = ref.partition(":")
     try:
-        obj: object = importlib.import_module(module_name)
+        # __import__ + sys.modules: importlib.import_module would cost an import of importlib.
+        __import__(module_name)
+        obj: object = sys.modules[module_name]
     except ImportError as e:
         raise OcirtError(f"cannot import plugin {ref!r}: {e}") from None
     for part in filter(None, attr.split(".")):
