@@ -205,6 +205,21 @@ def ocirt_poststart(container: Container) -> None:
 
 
 # --------------------------------------------------------------------------
+# backends
+# --------------------------------------------------------------------------
+
+
+@hookspec
+def ocirt_cgroup_drivers() -> dict[str, type] | None:
+    """Register cgroup drivers by name: ``{"v2": CgroupV2}``.
+
+    Any process. The ``cgroups`` plugin picks one (the host's hierarchy, or the
+    ``org.ocirt.cgroup-driver`` annotation) and drives it; see
+    ``ocirt.plugins.cgroups.driver.CgroupDriver`` for the interface.
+    """
+
+
+# --------------------------------------------------------------------------
 # control of a live container
 # --------------------------------------------------------------------------
 
