@@ -30,8 +30,9 @@ apt_install() {
 }
 
 # busybox-static: demo/test rootfs; runc: reference runtime for benchmarks;
-# libseccomp2: seccomp filters; iproute2, util-linux: ip, nsenter, unshare...
-apt_install busybox-static runc libseccomp2 iproute2 util-linux
+# libseccomp2: seccomp filters; iproute2, util-linux: ip, nsenter, unshare...;
+# qemu-system-x86: the pure cgroup v2 guest tests/vm/v2vm.py boots for tests/test_v2vm.py
+apt_install busybox-static runc libseccomp2 iproute2 util-linux qemu-system-x86
 
 # `python3` on PATH may be a pyenv shim (a slow shell script); the venv must be
 # built from a real interpreter that has venv/ensurepip.
