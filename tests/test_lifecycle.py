@@ -425,11 +425,6 @@ def test_checkpoint_help(ocirt: Ocirt) -> None:
     "args",
     [
         ["exec", "some-id", "ls"],
-        ["pause", "some-id"],
-        ["resume", "some-id"],
-        ["ps", "some-id"],
-        ["update", "some-id"],
-        ["events", "some-id"],
         ["checkpoint", "some-id"],
         ["restore", "some-id"],
     ],

@@ -6,7 +6,7 @@ everything else (help included) through this app; both call ``commands``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -188,6 +188,74 @@ def plugins(
     _exit(commands.plugins_info(ctx.obj, fmt))
 
 
+@app.command()
+def pause(ctx: typer.Context, container_id: Id) -> None:
+    """Freeze every process of the container."""
+    _exit(commands.pause(ctx.obj, container_id))
+
+
+@app.command()
+def resume(ctx: typer.Context, container_id: Id) -> None:
+    """Thaw a paused container."""
+    _exit(commands.resume(ctx.obj, container_id))
+
+
+@app.command(context_settings=_PASSTHROUGH)
+def ps(
+    ctx: typer.Context,
+    container_id: Id,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (host pids).")] = "table",
+) -> None:
+    """List the container's processes; extra arguments go to ps (default -ef)."""
+    _exit(commands.ps(ctx.obj, container_id, fmt, list(ctx.args)))
+
+
+def _opt(flag: str, text: str) -> Any:
+    return typer.Option(flag, help=text, show_default=False)
+
+
+@app.command()
+def update(
+    ctx: typer.Context,
+    container_id: Id,
+    resources: Annotated[str | None, _opt("--resources", "linux.resources JSON file, - for stdin.")] = None,
+    memory: Annotated[str | None, _opt("--memory", "Memory limit (e.g. 100M, -1 unlimited).")] = None,
+    memory_reservation: Annotated[str | None, _opt("--memory-reservation", "Memory soft limit.")] = None,
+    memory_swap: Annotated[str | None, _opt("--memory-swap", "Memory plus swap limit.")] = None,
+    kernel_memory: Annotated[str | None, _opt("--kernel-memory", "Kernel memory limit.")] = None,
+    cpu_shares: Annotated[str | None, _opt("--cpu-shares", "CPU shares (relative weight).")] = None,
+    cpu_quota: Annotated[str | None, _opt("--cpu-quota", "CFS quota in microseconds.")] = None,
+    cpu_period: Annotated[str | None, _opt("--cpu-period", "CFS period in microseconds.")] = None,
+    cpu_rt_runtime: Annotated[str | None, _opt("--cpu-rt-runtime", "Realtime runtime (us).")] = None,
+    cpu_rt_period: Annotated[str | None, _opt("--cpu-rt-period", "Realtime period (us).")] = None,
+    cpuset_cpus: Annotated[str | None, _opt("--cpuset-cpus", "CPUs allowed (0-3, 0,1).")] = None,
+    cpuset_mems: Annotated[str | None, _opt("--cpuset-mems", "Memory nodes allowed.")] = None,
+    pids_limit: Annotated[str | None, _opt("--pids-limit", "Maximum number of pids (-1: none).")] = None,
+    blkio_weight: Annotated[str | None, _opt("--blkio-weight", "Block IO weight (10-1000).")] = None,
+) -> None:
+    """Change a running container's resource limits (0 leaves a value alone)."""
+    _exit(
+        commands.update(
+            ctx.obj, container_id, resources, memory=memory, memory_reservation=memory_reservation,
+            memory_swap=memory_swap, kernel_memory=kernel_memory, cpu_shares=cpu_shares,
+            cpu_quota=cpu_quota, cpu_period=cpu_period, cpu_rt_runtime=cpu_rt_runtime,
+            cpu_rt_period=cpu_rt_period, cpuset_cpus=cpuset_cpus, cpuset_mems=cpuset_mems,
+            pids_limit=pids_limit, blkio_weight=blkio_weight,
+        )
+    )  # fmt: skip
+
+
+@app.command()
+def events(
+    ctx: typer.Context,
+    container_id: Id,
+    stats: Annotated[bool, typer.Option("--stats", help="Print the stats once and exit.")] = False,
+    interval: Annotated[str, typer.Option("--interval", help="Time between stats (Go duration).")] = "5s",
+) -> None:
+    """Print the container's events (stats, oom) as JSON lines until it stops."""
+    _exit(commands.events(ctx.obj, container_id, stats, interval))
+
+
 def _unsupported(name: str, summary: str) -> None:
     def command(ctx: typer.Context) -> None:
         _exit(commands.not_supported(name))
@@ -198,11 +266,6 @@ def _unsupported(name: str, summary: str) -> None:
 
 for _name, _summary in {
     "exec": "Run a process in a running container",
-    "ps": "List the container's processes",
-    "pause": "Freeze every process of the container",
-    "resume": "Thaw a paused container",
-    "update": "Change a container's resource limits",
-    "events": "Print the container's events and stats",
     "checkpoint": "Checkpoint a running container with CRIU",
     "restore": "Restore a container from a checkpoint",
 }.items():

@@ -154,7 +154,8 @@ def state(g: Globals, container_id: str) -> int:
     status = st.status()
     if status not in (STOPPED,) and "ocirt_status" in st.data.get("hooks", ()):
         runtime = g.runtime()
-        status = runtime.hooks(st.plugins).ocirt_status(container=runtime.context(st)) or status
+        hooks = runtime.hooks(st.plugins)
+        status = hooks.ocirt_status(container=runtime.context(st, hooks=hooks)) or status
     sys.stdout.write(json.dumps(st.oci_state(status), indent=2) + "\n")
     return 0
 
@@ -282,6 +283,184 @@ def _commit() -> str:
         return head[:12]
     except OSError:
         return "release"
+
+
+# ------------------------------------------------------------- live containers
+# pause, resume, ps, update and events belong to a backend plugin (cgroups):
+# each loads the container's plugin set and asks it through ``ocirt_command``.
+
+
+def _command(
+    g: Globals, container_id: str, command: str, options: dict[str, object], lock: bool = True
+) -> int:
+    """Run ``command`` on a live container through the plugin that owns it."""
+    from contextlib import nullcontext
+
+    from ocirt.core.state import STOPPED
+
+    store = g.store()
+    with store.lock(container_id) if lock else nullcontext():
+        st = store.load(container_id)
+        if st.status() == STOPPED:
+            raise OcirtError(f"{command}: container {container_id!r} is not running")
+        runtime = g.runtime()
+        status = None
+        if "ocirt_command" in st.data.get("hooks", ()):
+            hooks = runtime.hooks(st.plugins)
+            status = hooks.ocirt_command(
+                container=runtime.context(st, hooks=hooks), command=command, options=options
+            )
+        if status is None:
+            raise NotSupported(f"{command}: no loaded plugin of container {container_id!r} supports it")
+        if command in ("pause", "resume"):
+            st.data["paused"] = command == "pause"
+            store.save(st)
+        return int(status)
+
+
+def pause(g: Globals, container_id: str) -> int:
+    return _command(g, container_id, "pause", {})
+
+
+def resume(g: Globals, container_id: str) -> int:
+    return _command(g, container_id, "resume", {})
+
+
+def ps(g: Globals, container_id: str, fmt: str = "table", ps_args: list[str] | None = None) -> int:
+    """The container's host pids: a JSON list, or ``ps`` (``-ef`` by default) cut to them, as runc."""
+    import json
+    import subprocess
+
+    options: dict[str, object] = {}
+    _command(g, container_id, "pids", options, lock=False)
+    pids: list[int] = list(options.get("result") or [])  # type: ignore[call-overload]
+    if fmt == "json":
+        print(json.dumps(pids))
+        return 0
+    if fmt != "table":
+        raise OcirtError(f"invalid --format {fmt!r}: use table or json")
+    try:
+        out = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as e:
+        raise OcirtError(f"ps: {e}") from None
+    lines = out.splitlines()
+    if not lines:
+        return 0
+    header = lines[0].split()
+    if "PID" not in header:
+        raise OcirtError("ps: its output has no PID column")
+    column = header.index("PID")
+    print(lines[0])
+    wanted = set(pids)
+    for line in lines[1:]:
+        fields = line.split(None, column + 1)
+        if len(fields) > column and fields[column].isdigit() and int(fields[column]) in wanted:
+            print(line)
+    return 0
+
+
+#: update's flags -> (section of linux.resources, key, value kind).
+UPDATE_FLAGS: dict[str, tuple[str, str, str]] = {
+    "memory": ("memory", "limit", "size"),
+    "memory_reservation": ("memory", "reservation", "size"),
+    "memory_swap": ("memory", "swap", "size"),
+    "kernel_memory": ("memory", "kernel", "size"),
+    "cpu_shares": ("cpu", "shares", "int"),
+    "cpu_quota": ("cpu", "quota", "int"),
+    "cpu_period": ("cpu", "period", "int"),
+    "cpu_rt_runtime": ("cpu", "realtimeRuntime", "int"),
+    "cpu_rt_period": ("cpu", "realtimePeriod", "int"),
+    "cpuset_cpus": ("cpu", "cpus", "str"),
+    "cpuset_mems": ("cpu", "mems", "str"),
+    "pids_limit": ("pids", "limit", "int"),
+    "blkio_weight": ("blockIO", "weight", "int"),
+}
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(flag: str, value: str) -> int:
+    """``100M``, ``1g``, ``512k``, ``-1``: bytes, as runc's RAMInBytes reads them."""
+    text = value.strip().lower().removesuffix("ib").removesuffix("b") if value.strip() != "-1" else "-1"
+    number, unit = text, ""
+    if text and text[-1] in _UNITS:
+        number, unit = text[:-1], text[-1]
+    try:
+        return int(float(number) * _UNITS[unit]) if number != "-1" else -1
+    except ValueError:
+        raise OcirtError(f"invalid value {value!r} for --{flag.replace('_', '-')}") from None
+
+
+def update(g: Globals, container_id: str, resources: str | None = None, **flags: str | None) -> int:
+    """New limits from ``--resources`` (a file, ``-`` for stdin) and the flags on top.
+
+    0 leaves a value alone, as docker sends 0 for whatever it does not set.
+    """
+    import json
+
+    new: dict[str, dict[str, object]] = {}
+    if resources:
+        try:
+            if resources == "-":
+                loaded = json.loads(sys.stdin.read())
+            else:
+                with open(resources) as f:
+                    loaded = json.load(f)
+        except OSError as e:
+            raise OcirtError(f"--resources {resources}: {(e.strerror or str(e)).lower()}") from None
+        except ValueError as e:
+            raise OcirtError(f"--resources {resources}: invalid JSON: {e}") from None
+        if not isinstance(loaded, dict):
+            raise OcirtError(f"--resources {resources}: must be a JSON object (linux.resources)")
+        new = loaded
+    for flag, value in flags.items():
+        if value is None:
+            continue
+        section, key, kind = UPDATE_FLAGS[flag]
+        if kind == "size":
+            parsed: object = parse_size(flag, value)
+        elif kind == "int":
+            try:
+                parsed = int(value)
+            except ValueError:
+                raise OcirtError(f"invalid value {value!r} for --{flag.replace('_', '-')}") from None
+        else:
+            parsed = value
+        if parsed not in (0, ""):
+            new.setdefault(section, {})[key] = parsed
+    return _command(g, container_id, "update", {"resources": new})
+
+
+def events(g: Globals, container_id: str, stats: bool = False, interval: str = "5s") -> int:
+    """runc's event lines: one ``stats`` with --stats, else stats every interval and ``oom``."""
+    import json
+
+    def emit(event: dict[str, object]) -> None:
+        sys.stdout.write(json.dumps(event, separators=(",", ":")) + "\n")
+        sys.stdout.flush()
+
+    options = {"stats": stats, "interval": parse_duration(interval), "emit": emit}
+    return _command(g, container_id, "events", options, lock=False)
+
+
+def parse_duration(value: str) -> float:
+    """Go's durations as runc takes them: ``5s``, ``500ms``, ``1m``, ``1m30s``."""
+    units = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    total, number, i = 0.0, "", 0
+    text = value.strip()
+    while i < len(text):
+        if text[i].isdigit() or text[i] == ".":
+            number += text[i]
+            i += 1
+            continue
+        unit = text[i : i + 2] if text[i : i + 2] in units else text[i]
+        if unit not in units or not number:
+            raise OcirtError(f"invalid duration {value!r}")
+        total += float(number) * units[unit]
+        number, i = "", i + len(unit)
+    if number or total <= 0:
+        raise OcirtError(f"invalid duration {value!r}")
+    return total
 
 
 def not_supported(command: str) -> int:

@@ -71,13 +71,23 @@ class Runtime:
     def hooks(self, refs: list[Any]) -> Hooks:
         return plugins.hooks(refs, self.trace_path)
 
-    def context(self, state: ContainerState, spec: spec_mod.Spec | None = None, **options: Any) -> Container:
+    def context(
+        self,
+        state: ContainerState,
+        spec: spec_mod.Spec | None = None,
+        hooks: Hooks | None = None,
+        **options: Any,
+    ) -> Container:
+        """The container as hooks see it; ``hooks`` lets a plugin call other hooks (registries)."""
         if spec is None:
             try:
                 spec = spec_mod.load(state.bundle)
             except OcirtError:
                 spec = None
-        return Container(state.id, spec, state, self.log, options)
+        ctx = Container(state.id, spec, state, self.log, options)
+        if hooks is not None:
+            ctx.local["hooks"] = hooks
+        return ctx
 
     # ------------------------------------------------------------------ create
 
@@ -109,6 +119,7 @@ class Runtime:
             with self.store.lock(container_id):
                 self.store.save(state)
                 hooks = self.hooks(list(refs))
+                ctx.local["hooks"] = hooks
                 state.data["hooks"] = hooks.implemented()
                 hooks.ocirt_validate(container=ctx)
                 fifo_fd = _make_fifo(state.fifo)
@@ -254,6 +265,10 @@ class Runtime:
         if all_processes and self._kill_all(state, sig):
             return
         os.kill(state.pid, sig)
+        if sig == _signal.SIGKILL and state.data.get("paused"):
+            # A frozen task acts on SIGKILL only once thawed.
+            hooks = self.hooks(state.plugins)
+            hooks.ocirt_command(container=self.context(state, hooks=hooks), command="resume", options={})
 
     def _kill_all(self, state: ContainerState, sig: int, warn: bool = True) -> bool:
         if "ocirt_kill_all" not in state.data.get("hooks", ()):
@@ -263,7 +278,8 @@ class Runtime:
                     "signalling its init only"
                 )
             return False
-        done = self.hooks(state.plugins).ocirt_kill_all(container=self.context(state), signal=sig)
+        hooks = self.hooks(state.plugins)
+        done = hooks.ocirt_kill_all(container=self.context(state, hooks=hooks), signal=sig)
         return bool(done)
 
     # ------------------------------------------------------------------ delete
@@ -302,7 +318,7 @@ class Runtime:
                     # the state goes anyway rather than stranding the container.
                     self.log.warning(f"delete {container_id!r}: {e}; its resources may remain")
                 else:
-                    hooks.ocirt_cleanup(container=self.context(state))
+                    hooks.ocirt_cleanup(container=self.context(state, hooks=hooks))
             self.store.remove(container_id)
 
     # --------------------------------------------------------------------- run

@@ -38,6 +38,7 @@ BUILTIN: dict[str, str] = {
     "seccomp": "ocirt.plugins.seccomp.plugin",
     "security": "ocirt.plugins.security.plugin",
     "terminal": "ocirt.plugins.terminal.plugin",
+    "cgroups": "ocirt.plugins.cgroups.plugin",
 }
 
 #: The kernel's own: without them no container can start, so they cannot be disabled.

@@ -50,8 +50,16 @@ class CgroupDriver:
         """Make the cgroup(s) and write the limits. Runtime, before the fork."""
         raise NotImplementedError
 
+    #: True if :meth:`join_self` moves the calling process in cheaply; the
+    #: runtime then does not call :meth:`join` for the new init.
+    joins_itself = False
+
     def join(self, pid: int) -> None:
         """Move ``pid`` (the init, before it runs anything of the container) in."""
+        raise NotImplementedError
+
+    def join_self(self) -> None:
+        """Move the calling process in: the setup child, first thing after the fork."""
         raise NotImplementedError
 
     def destroy(self) -> None:

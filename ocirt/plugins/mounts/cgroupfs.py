@@ -66,7 +66,12 @@ def mount_cgroup(root_fd: int, target: int, options: MountOptions) -> int:
             key = "" if fstype == "cgroup2" else _controllers_key(own, name)
             if key is None or key not in own or "/" in name:
                 continue
-            _bind_hierarchy(top, name, os.path.join(point, own[key].lstrip("/")), flags)
+            source = os.path.join(point, own[key].lstrip("/"))
+            if not os.path.isdir(source):
+                # In a cgroup namespace joined by path, /proc/self/cgroup is relative to
+                # its root, whose host path is unknown here: show the hierarchy's root.
+                source = point
+            _bind_hierarchy(top, name, source, flags)
         if flags & s.MS_RDONLY:
             s.mount(None, proc_fd(top), None, s.MS_REMOUNT | flags, "mode=755")
     except BaseException:
