@@ -292,3 +292,71 @@ def test_pids_max_stops_a_fork_bomb(drv: CgroupV2) -> None:
     finally:
         drv.kill_all(signal.SIGKILL)
         assert wait_for(lambda: drv.pids() == [])
+
+
+# -- through the CLI, as engines call it ------------------------------------------
+
+
+def _v2_file(cid: str, name: str) -> str:
+    with open(f"/sys/fs/cgroup/ocirt-test/{cid}/{name}") as f:
+        return f.read().strip()
+
+
+@needs_v2
+def test_cli_limits_update_pause_ps_events_kill(ocirt: Any, bundle: Any) -> None:
+    """A container with memory, cpu, pids and device limits, driven by the commands."""
+    import json
+
+    cid = unique_id("v2cli")
+    bundle.config["linux"]["cgroupsPath"] = f"/ocirt-test/{cid}"
+    bundle.config["linux"]["resources"] = {
+        "memory": {"limit": 64 << 20},
+        "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
+        "pids": {"limit": 40},
+        "devices": [
+            {"allow": False, "access": "rwm"},
+            {"allow": False, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+        ],
+    }
+    bundle.write(args=["sh", "-c", "head -c1 /dev/zero >/dev/null || echo zero-denied >/tmp/seen; sleep 60"])
+    result = ocirt.detached("run", "--detach", "--bundle", str(bundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    try:
+        assert _v2_file(cid, "memory.max") == str(64 << 20)
+        assert _v2_file(cid, "cpu.max") == "50000 100000"
+        assert _v2_file(cid, "pids.max") == "40"
+        ocirt(
+            "update", "--memory", str(128 << 20), "--pids-limit", "50", "--cpu-shares", "0", cid, check=True
+        )
+        assert _v2_file(cid, "memory.max") == str(128 << 20)
+        assert _v2_file(cid, "pids.max") == "50"
+        ocirt("pause", cid, check=True)
+        assert "frozen 1" in _v2_file(cid, "cgroup.events")
+        assert ocirt.state(cid)["status"] == "paused"
+        ocirt("resume", cid, check=True)
+        assert ocirt.state(cid)["status"] == "running"
+        pids = json.loads(ocirt("ps", "--format", "json", cid, check=True).stdout)
+        assert sorted(pids) == sorted(int(p) for p in _v2_file(cid, "cgroup.procs").split())
+        stats = json.loads(ocirt("events", "--stats", cid, check=True).stdout)
+        assert stats["data"]["pids"]["limit"] == 50
+        ocirt("kill", "--all", cid, "9", check=True)
+        assert wait_for(lambda: ocirt.state(cid)["status"] == "stopped")
+    finally:
+        ocirt("delete", "--force", cid)
+    assert not os.path.exists(f"/sys/fs/cgroup/ocirt-test/{cid}")
+
+
+@needs_v2
+def test_cli_memory_hog_is_oom_killed_and_device_denied(ocirt: Any, bundle: Any) -> None:
+    cid = unique_id("v2oom")
+    bundle.config["linux"]["cgroupsPath"] = f"/ocirt-test/{cid}"
+    bundle.config["linux"]["resources"] = {
+        "memory": {"limit": 16 << 20, "swap": 16 << 20},
+        "devices": [{"allow": False, "type": "c", "major": 1, "minor": 7, "access": "rwm"}],
+    }
+    script = "echo x >/dev/full; echo full=$?; head -c 200000000 /dev/zero | tail >/dev/null"
+    bundle.write(args=["sh", "-c", script])
+    result = ocirt("run", "--bundle", str(bundle.path), cid, timeout=120)
+    assert "full=1" in result.stdout and "not permitted" in result.stderr.lower()  # denied /dev/full
+    assert result.returncode == 137, (result.returncode, result.stderr)  # OOM-killed
+    assert not os.path.exists(f"/sys/fs/cgroup/ocirt-test/{cid}")

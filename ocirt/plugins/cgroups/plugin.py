@@ -134,7 +134,7 @@ def ocirt_prepare_host(container: Container) -> None:
     try:
         drv.create(_resources(container))
     finally:  # even half-made: cleanup removes what was made
-        container.plugin_data[KEY] = drv.record()
+        container.plugin_data[KEY] = {**drv.record(), "driver": drv.name}
 
 
 @hookimpl(tryfirst=True)
@@ -160,7 +160,7 @@ def ocirt_cleanup(container: Container) -> None:
     if drv.pids():  # processes left without a pid namespace to take them down
         drv.kill_all(9)
     drv.destroy()
-    container.plugin_data[KEY] = drv.record()
+    container.plugin_data[KEY] = {**drv.record(), "driver": drv.name}
 
 
 @hookimpl
