@@ -258,3 +258,18 @@ def test_without_cgroups_plugin_not_supported(ocirt: Ocirt, bundle: Bundle, cid:
         out = ocirt(command, cid)
         assert out.returncode != 0 and "no loaded plugin" in out.stderr, (command, out.stderr)
     ocirt("delete", "--force", cid, check=True)
+
+
+def test_systemd_cgroup_path_maps_to_cgroupfs(ocirt: Ocirt, bundle: Bundle, cid: str) -> None:
+    """``--systemd-cgroup`` with runc's ``slice:prefix:name``: no systemd here, so cgroupfs paths."""
+    bundle.config["linux"]["cgroupsPath"] = f"ocirt-test.slice:ocirt:{cid}"
+    bundle.write(args=["sleep", "60"])
+    result = ocirt.detached("--systemd-cgroup", "run", "--detach", "--bundle", str(bundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    # systemd nests slices by their dashes: ocirt-test.slice lives in ocirt.slice.
+    scope = Path(V1, "pids", "ocirt.slice", "ocirt-test.slice", f"ocirt-{cid}.scope")
+    try:
+        assert str(ocirt.state(cid)["pid"]) in (scope / "cgroup.procs").read_text().split()
+    finally:
+        ocirt("delete", "--force", cid, check=True)
+    assert not scope.exists() and not scope.parent.parent.exists()
