@@ -123,6 +123,11 @@ def test_update_flags_and_docker_zeros(ocirt: Ocirt, cgbundle: Bundle, cid: str)
     assert read("memory", cid, "memory.limit_in_bytes") == str(80 << 20)
     assert read("memory", cid, "memory.memsw.limit_in_bytes") == str(160 << 20)
     assert read("pids", cid, "pids.max") == "max"
+    quota = ["--cpu-quota", "50000", "--cpu-period", "100000", "--cpu-burst", "20000"]
+    ocirt("update", *quota, "--cpuset-cpus", "0", cid, check=True)
+    assert read("cpu", cid, "cpu.cfs_quota_us") == "50000"
+    assert read("cpu", cid, "cpu.cfs_burst_us") == "20000"
+    assert read("cpuset", cid, "cpuset.cpus") == "0"
     ocirt("delete", "--force", cid, check=True)
 
 

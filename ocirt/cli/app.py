@@ -226,6 +226,7 @@ def update(
     cpu_shares: Annotated[str | None, _opt("--cpu-shares", "CPU shares (relative weight).")] = None,
     cpu_quota: Annotated[str | None, _opt("--cpu-quota", "CFS quota in microseconds.")] = None,
     cpu_period: Annotated[str | None, _opt("--cpu-period", "CFS period in microseconds.")] = None,
+    cpu_burst: Annotated[str | None, _opt("--cpu-burst", "CFS burst in microseconds.")] = None,
     cpu_rt_runtime: Annotated[str | None, _opt("--cpu-rt-runtime", "Realtime runtime (us).")] = None,
     cpu_rt_period: Annotated[str | None, _opt("--cpu-rt-period", "Realtime period (us).")] = None,
     cpuset_cpus: Annotated[str | None, _opt("--cpuset-cpus", "CPUs allowed (0-3, 0,1).")] = None,
@@ -238,7 +239,7 @@ def update(
         commands.update(
             ctx.obj, container_id, resources, memory=memory, memory_reservation=memory_reservation,
             memory_swap=memory_swap, kernel_memory=kernel_memory, cpu_shares=cpu_shares,
-            cpu_quota=cpu_quota, cpu_period=cpu_period, cpu_rt_runtime=cpu_rt_runtime,
+            cpu_quota=cpu_quota, cpu_period=cpu_period, cpu_burst=cpu_burst, cpu_rt_runtime=cpu_rt_runtime,
             cpu_rt_period=cpu_rt_period, cpuset_cpus=cpuset_cpus, cpuset_mems=cpuset_mems,
             pids_limit=pids_limit, blkio_weight=blkio_weight,
         )

@@ -368,6 +368,7 @@ UPDATE_FLAGS: dict[str, tuple[str, str, str]] = {
     "cpu_shares": ("cpu", "shares", "int"),
     "cpu_quota": ("cpu", "quota", "int"),
     "cpu_period": ("cpu", "period", "int"),
+    "cpu_burst": ("cpu", "burst", "int"),
     "cpu_rt_runtime": ("cpu", "realtimeRuntime", "int"),
     "cpu_rt_period": ("cpu", "realtimePeriod", "int"),
     "cpuset_cpus": ("cpu", "cpus", "str"),
