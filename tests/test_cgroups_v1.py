@@ -278,3 +278,23 @@ def test_systemd_cgroup_path_maps_to_cgroupfs(ocirt: Ocirt, bundle: Bundle, cid:
     finally:
         ocirt("delete", "--force", cid, check=True)
     assert not scope.exists() and not scope.parent.parent.exists()
+
+
+def test_third_party_driver_chosen_by_annotation(
+    ocirt: Ocirt, cgbundle: Bundle, cid: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "driver.log"
+    cgbundle.config["annotations"] = {
+        "org.ocirt.cgroup-driver": "counting",
+        "org.ocirt.test.driver-log": str(log),
+    }
+    cgbundle.write()
+    plugin = ["-p", "tests.plugins_fixture.cgroup_driver"]
+    result = ocirt.detached(*plugin, "run", "--detach", "--bundle", str(cgbundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    state = json.loads((ocirt.root / cid / "state.json").read_text())
+    assert state["plugin_data"]["cgroups"]["driver"] == "counting"
+    assert log.read_text() == f"create {cid}\n"
+    assert cg("pids", cid).is_dir()
+    ocirt("delete", "--force", cid, check=True)
+    assert not cg("pids", cid).exists()
