@@ -310,9 +310,11 @@ def test_cli_limits_update_pause_ps_events_kill(ocirt: Any, bundle: Any) -> None
     cid = unique_id("v2cli")
     bundle.config["linux"]["cgroupsPath"] = f"/ocirt-test/{cid}"
     bundle.config["linux"]["resources"] = {
-        "memory": {"limit": 64 << 20},
-        "cpu": {"shares": 1024, "quota": 50000, "period": 100000},
+        "memory": {"limit": 64 << 20, "reservation": 32 << 20, "swap": 96 << 20},
+        "cpu": {"shares": 1024, "quota": 50000, "period": 100000, "burst": 10000, "cpus": "0"},
         "pids": {"limit": 40},
+        "blockIO": {"weight": 500},
+        "hugepageLimits": [{"pageSize": "2MB", "limit": 4 << 20}],
         "devices": [
             {"allow": False, "access": "rwm"},
             {"allow": False, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
@@ -325,6 +327,18 @@ def test_cli_limits_update_pause_ps_events_kill(ocirt: Any, bundle: Any) -> None
         assert _v2_file(cid, "memory.max") == str(64 << 20)
         assert _v2_file(cid, "cpu.max") == "50000 100000"
         assert _v2_file(cid, "pids.max") == "40"
+        assert _v2_file(cid, "memory.low") == str(32 << 20)
+        assert _v2_file(cid, "memory.swap.max") == str(32 << 20)  # memsw minus the limit
+        assert _v2_file(cid, "cpu.weight") == "39"  # runc's conversion of 1024 shares
+        assert _v2_file(cid, "cpu.max.burst") == "10000"
+        assert _v2_file(cid, "cpuset.cpus") == "0"
+        assert _v2_file(cid, "hugetlb.2MB.max") == str(4 << 20)
+        weight = (
+            "io.bfq.weight"
+            if os.path.exists(f"/sys/fs/cgroup/ocirt-test/{cid}/io.bfq.weight")
+            else "io.weight"
+        )
+        assert _v2_file(cid, weight).split()[-1] in ("500", "4950")  # bfq as is; io.weight 1+(w-10)*9999/990
         ocirt(
             "update", "--memory", str(128 << 20), "--pids-limit", "50", "--cpu-shares", "0", cid, check=True
         )
