@@ -320,7 +320,7 @@ def test_cli_limits_update_pause_ps_events_kill(ocirt: Any, bundle: Any) -> None
             {"allow": False, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
         ],
     }
-    bundle.write(args=["sh", "-c", "head -c1 /dev/zero >/dev/null || echo zero-denied >/tmp/seen; sleep 60"])
+    bundle.write(args=["sh", "-c", "head -c1 /dev/zero >/dev/null || echo zero-denied >/tmp/seen; sleep 600"])
     result = ocirt.detached("run", "--detach", "--bundle", str(bundle.path), cid)
     assert result.returncode == 0, result.stderr
     try:

@@ -15,6 +15,7 @@ Everything built is cached under ``$OCIRT_V2VM_CACHE`` (default
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import os
 import shutil
@@ -52,7 +53,11 @@ mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay $
 mount -t proc proc $R/proc; mount -t sysfs sysfs $R/sys; mount -t devtmpfs devtmpfs $R/dev
 mkdir -p $R/dev/pts $R/dev/shm
 mount -t devpts -o ptmxmode=666 devpts $R/dev/pts; mount -t tmpfs tmpfs $R/dev/shm
+# Fresh /tmp and /run, but a working directory under them (a checkout in /tmp)
+# stays visible: it is set aside, then moved back on top.
+case "$cwd" in /tmp/*|/run/*) mkdir -p /keep && mount --bind "$R$cwd" /keep || fail "keep $cwd";; esac
 mount -t tmpfs -o mode=1777 tmpfs $R/tmp; mount -t tmpfs -o mode=755 tmpfs $R/run
+case "$cwd" in /tmp/*|/run/*) mkdir -p "$R$cwd" && mount --move /keep "$R$cwd" || fail "cwd $cwd";; esac
 mount -t cgroup2 cgroup2 $R/sys/fs/cgroup || fail cgroup2
 mkdir -p $R$run; mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 run $R$run || fail "run share"
 hostname ocirt-v2vm; ip link set lo up
@@ -142,7 +147,9 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
 
 def build(cache: Path = CACHE) -> Path:
     """Download and prepare kernel + initramfs once; returns the cache directory."""
-    if (cache / "ready").exists():
+    # The stamp names the init script it was built with: a changed script rebuilds.
+    stamp = hashlib.sha256(INIT.encode()).hexdigest()[:16]
+    if (cache / "ready").exists() and stamp in (cache / "ready").read_text():
         return cache
     if shutil.which(QEMU) is None:
         raise Unavailable(f"{QEMU} is not installed (scripts/setup.sh installs qemu-system-x86)")
@@ -178,7 +185,7 @@ def build(cache: Path = CACHE) -> Path:
         entries.append(("init", stat.S_IFREG | 0o755, INIT.encode()))
         (cache / "kernel").write_bytes(kernel)
         (cache / "initrd").write_bytes(_cpio(entries))
-        (cache / "ready").write_text(version + "\n")
+        (cache / "ready").write_text(f"{version} {stamp}\n")
     return cache
 
 
