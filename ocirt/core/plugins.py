@@ -39,6 +39,7 @@ BUILTIN: dict[str, str] = {
     "security": "ocirt.plugins.security.plugin",
     "terminal": "ocirt.plugins.terminal.plugin",
     "cgroups": "ocirt.plugins.cgroups.plugin",
+    "hooks": "ocirt.plugins.hooks.plugin",
 }
 
 #: The kernel's own: without them no container can start, so they cannot be disabled.

@@ -1,0 +1,1 @@
+"""The ``hooks`` plugin: the spec's ``hooks`` (prestart, createRuntime, createContainer...)."""
