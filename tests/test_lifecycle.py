@@ -424,7 +424,6 @@ def test_checkpoint_help(ocirt: Ocirt) -> None:
 @pytest.mark.parametrize(
     "args",
     [
-        ["exec", "some-id", "ls"],
         ["checkpoint", "some-id"],
         ["restore", "some-id"],
     ],

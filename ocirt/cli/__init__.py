@@ -32,9 +32,19 @@ def normalize(args: list[str]) -> list[str]:
     Only tokens naming a known long option, or shaped like one before the command
     (``-log``), are rewritten; command arguments such as ``-c`` are untouched.
     """
+    tail = _exec_command_start(args)
+    if tail is not None:
+        # exec: COMMAND [ARG...] after the id belongs to the container's process.
+        return [*_normalize(args[:tail]), *args[tail:]]
+    return _normalize(args)
+
+
+def _normalize(args: list[str]) -> list[str]:
     from ocirt.cli.fastpath import long_option_names
 
     known = long_option_names() | {"--no-subreaper", "--format", "--quiet", "--version", "--help"}
+    known |= {f for f in EXEC_VALUE_OPTIONS if f.startswith("--")}
+    known |= {"--tty", "--detach", "--no-new-privs", "--ignore-paused"}
     out: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--":
@@ -49,6 +59,39 @@ def normalize(args: list[str]) -> list[str]:
                 arg = candidate
         out.append(arg)
     return out
+
+
+#: exec's options that take a value: what tells the id from an option's value.
+EXEC_VALUE_OPTIONS = frozenset({
+    "--process", "--console-socket", "--pid-file", "--cwd", "--env", "-e", "--user", "-u",
+    "--additional-gids", "-g", "--cap", "-c", "--apparmor", "--process-label", "--preserve-fds",
+})  # fmt: skip
+
+
+def _exec_command_start(args: list[str]) -> int | None:
+    """For ``exec``, the index just after the container id (where the command starts)."""
+    from ocirt.cli.fastpath import GLOBAL_OPTIONS
+
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        flag = args[i].split("=", 1)[0]
+        flag = "-" + flag if not flag.startswith("--") and "-" + flag in GLOBAL_OPTIONS else flag
+        takes = GLOBAL_OPTIONS.get(flag, ("", False, False))[1]
+        i += 2 if takes and "=" not in args[i] else 1
+    if i >= len(args) or args[i] != "exec":
+        return None
+    i += 1
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            return None  # the id and command follow "--": nothing is rewritten after it anyway
+        if not arg.startswith("-") or arg == "-":
+            return i + 1
+        flag = arg.split("=", 1)[0]
+        if len(flag) > 2 and not flag.startswith("--"):
+            flag = "-" + flag  # Go style -pid-file
+        i += 2 if flag in EXEC_VALUE_OPTIONS and "=" not in arg else 1
+    return None
 
 
 def _fallback_globals(args: list[str]) -> Globals:

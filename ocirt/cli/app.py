@@ -265,8 +265,42 @@ def _unsupported(name: str, summary: str) -> None:
     app.command(name, context_settings=_PASSTHROUGH)(command)
 
 
+@app.command("exec", context_settings={"allow_interspersed_args": False})
+def exec_(
+    ctx: typer.Context,
+    container_id: Id,
+    command: Annotated[
+        list[str] | None, typer.Argument(help="The command and its arguments.", show_default=False)
+    ] = None,
+    process: Annotated[str | None, _opt("--process", "A process.json (as config.json's process).")] = None,
+    tty: Annotated[bool, typer.Option("--tty", "-t", help="Allocate a terminal.")] = False,
+    console_socket: ConsoleSocket = None,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once the process runs.")] = False,
+    pid_file: Annotated[str | None, _opt("--pid-file", "Write the process's pid here.")] = None,
+    cwd: Annotated[str | None, _opt("--cwd", "Working directory in the container.")] = None,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", "-e", help="Set KEY=VALUE.", show_default=False)
+    ] = None,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="UID[:GID].", show_default=False)] = None,
+    additional_gids: Annotated[
+        list[str] | None, typer.Option("--additional-gids", "-g", help="An extra gid.", show_default=False)
+    ] = None,
+    cap: Annotated[
+        list[str] | None, typer.Option("--cap", "-c", help="Add a capability.", show_default=False)
+    ] = None,
+    no_new_privs: Annotated[bool, typer.Option("--no-new-privs", help="Set no_new_privs.")] = False,
+    apparmor: Annotated[str | None, _opt("--apparmor", "AppArmor profile.")] = None,
+    process_label: Annotated[str | None, _opt("--process-label", "SELinux label.")] = None,
+    preserve_fds: PreserveFds = 0,
+    ignore_paused: Annotated[bool, typer.Option("--ignore-paused", help="Exec even if paused.")] = False,
+) -> None:
+    """Run a process in a running container; options go before the id."""
+    _exit(commands.exec_(ctx.obj, container_id, command, process, tty, console_socket, detach, pid_file,
+                         cwd, env, user, additional_gids, cap, no_new_privs, apparmor, process_label,
+                         preserve_fds, ignore_paused))  # fmt: skip
+
+
 for _name, _summary in {
-    "exec": "Run a process in a running container",
     "checkpoint": "Checkpoint a running container with CRIU",
     "restore": "Restore a container from a checkpoint",
 }.items():

@@ -464,5 +464,74 @@ def parse_duration(value: str) -> float:
     return total
 
 
+def exec_(
+    g: Globals,
+    container_id: str,
+    command: list[str] | None = None,
+    process: str | None = None,
+    tty: bool = False,
+    console_socket: str | None = None,
+    detach: bool = False,
+    pid_file: str | None = None,
+    cwd: str | None = None,
+    env: list[str] | None = None,
+    user: str | None = None,
+    additional_gids: list[str] | None = None,
+    cap: list[str] | None = None,
+    no_new_privs: bool = False,
+    apparmor: str | None = None,
+    process_label: str | None = None,
+    preserve_fds: int = 0,
+    ignore_paused: bool = False,
+) -> int:
+    """Run a process in a live container; in the foreground, return its status."""
+    from ocirt.core import lifecycle, syscalls
+
+    runtime = g.runtime()
+    if process is not None:
+        import json
+
+        try:
+            if process == "-":
+                proc = json.load(sys.stdin)
+            else:
+                with open(process) as f:
+                    proc = json.load(f)
+        except (OSError, ValueError) as e:
+            raise OcirtError(f"exec --process {process}: {e}") from None
+        if not isinstance(proc, dict):
+            raise OcirtError(f"exec --process {process}: not a JSON object")
+    else:
+        if not command:
+            raise OcirtError("exec: no command given (ID COMMAND [ARG...], or --process FILE)")
+        base = None
+        try:
+            from ocirt.core import spec as spec_mod
+
+            base = spec_mod.load(g.store().load(container_id).bundle).process
+        except OcirtError:
+            pass
+        proc = lifecycle.exec_process(
+            base,
+            {
+                "args": command, "tty": tty, "env": env, "cwd": cwd, "user": user,
+                "additional_gids": additional_gids, "caps": cap, "no_new_privs": no_new_privs,
+                "apparmor": apparmor, "process_label": process_label,
+            },
+        )  # fmt: skip
+    if proc.get("terminal") or console_socket:
+        raise NotSupported("exec: a terminal (--tty, --console-socket) is not supported yet")
+    if not detach:
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    options = {
+        **g.plugin_options(), "pid_file": pid_file, "preserve_fds": preserve_fds,
+        "ignore_paused": ignore_paused, "detach": detach, "console_socket": console_socket,
+    }  # fmt: skip
+    ctx = runtime.exec(container_id, proc, options)
+    if detach:
+        return 0
+    return runtime.wait(ctx.exec_pid)
+
+
 def not_supported(command: str) -> int:
     raise NotSupported(f"{command}: not supported yet by this version of ocirt")

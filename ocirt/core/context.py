@@ -44,6 +44,10 @@ class Container:
         #: The setup child's pid, known to the runtime from the fork on (to act on it
         #: from outside while answering ``ocirt_runtime_request``, e.g. its uid map).
         self.setup_pid = 0
+        #: ``exec``: the init pid of the container being joined (0 in ``create``).
+        self.exec_target = 0
+        #: ``exec``: the pid of the exec'd process in the runtime's pid namespace.
+        self.exec_pid = 0
         #: "runtime", "setup" or "init": which process is running the hook.
         self.role = "runtime"
         self.channel: Channel | None = None

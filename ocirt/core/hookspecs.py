@@ -107,6 +107,18 @@ def ocirt_enter_namespaces(container: Container) -> None:
     """
 
 
+@hookspec
+def ocirt_join_container(container: Container) -> None:
+    """Setup child of ``exec``: enter the running container's namespaces and cgroup.
+
+    ``container.exec_target`` is the init's pid. Set ``container.fork_init``
+    when a namespace joined only applies to children (pid, time). The kernel
+    then takes the init's root and calls ``ocirt_finalize_process`` and
+    ``ocirt_before_exec`` as for the init; ``ocirt_validate`` ran in the
+    runtime on the container's spec whose ``process`` is the exec's.
+    """
+
+
 # --------------------------------------------------------------------------
 # create: runtime process, init pid known
 # --------------------------------------------------------------------------

@@ -321,6 +321,97 @@ class Runtime:
                     hooks.ocirt_cleanup(container=self.context(state, hooks=hooks))
             self.store.remove(container_id)
 
+    # -------------------------------------------------------------------- exec
+
+    def exec(self, container_id: str, process: dict[str, Any], options: dict[str, Any]) -> Container:
+        """Start ``process`` inside a live container; return once it runs (pid in ``exec_pid``).
+
+        Only ``ocirt_validate`` (runtime, on the container's spec with this
+        process), ``ocirt_join_container``, ``ocirt_finalize_process`` and
+        ``ocirt_before_exec`` are called: nothing of the container is created.
+        """
+        state = self.store.load(container_id)
+        status = state.status()
+        if status in (STOPPED, CREATING):
+            raise OcirtError(f"cannot exec in container {container_id!r}: it is {status}")
+        if state.data.get("paused") and not options.get("ignore_paused"):
+            raise OcirtError(f"cannot exec in container {container_id!r}: it is paused")
+        base = spec_mod.load(state.bundle)
+        spec_mod.check_process(process, base.error, "exec process")
+        spec = spec_mod.Spec({**base.data, "process": process}, base.bundle)
+        ctx = Container(container_id, spec, state, self.log, options)
+        ctx.exec_target = state.pid
+        hooks = self.hooks(state.plugins)
+        ctx.local["hooks"] = hooks
+        hooks.ocirt_validate(container=ctx)
+        # The init's root, as seen before any namespace changes ours.
+        root_fd = os.open(f"/proc/{state.pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self._exec_fork(ctx, hooks, root_fd)
+        finally:
+            os.close(root_fd)
+        if options.get("pid_file"):
+            write_pid_file(options["pid_file"], ctx.exec_pid)
+        return ctx
+
+    def _exec_fork(self, ctx: Container, hooks: Hooks, root_fd: int) -> None:
+        runtime_end, child_end = channel_pair()
+        setup_pid = os.fork()
+        if setup_pid == 0:  # pragma: no cover - runs in the child
+            _not_dumpable()
+            runtime_end.close()
+            preserved = int(ctx.options.get("preserve_fds") or 0)
+            _close_fds_except(
+                {
+                    0,
+                    1,
+                    2,
+                    *range(3, 3 + preserved),
+                    child_end.read_fd,
+                    child_end.write_fd,
+                    root_fd,
+                    *trace.fds(),
+                }
+            )
+            _exec_child(ctx, hooks, child_end, root_fd)
+        child_end.close()
+        ctx.channel = runtime_end
+        ctx.setup_pid = setup_pid
+        try:
+            while True:
+                message = runtime_end.recv()
+                if message is None:
+                    raise OcirtError(f"exec: the process exited during setup{_exit_note(setup_pid)}")
+                if "error" in message:
+                    raise OcirtError(message["error"])
+                kind = message.get("type")
+                if kind == "request":
+                    reply = hooks.ocirt_runtime_request(
+                        container=ctx, name=message["name"], data=message.get("data") or {}
+                    )
+                    if reply is None:
+                        runtime_end.send(error=f"no plugin answers the request {message['name']!r}")
+                        raise OcirtError(f"no plugin answers the request {message['name']!r}")
+                    runtime_end.send(type="reply", data=reply)
+                elif kind == "pid":
+                    ctx.exec_pid = int(message["pid"] or setup_pid)
+                    runtime_end.send(type="continue")
+                elif kind == "ready":
+                    if ctx.exec_pid != setup_pid:
+                        os.waitpid(setup_pid, 0)
+                    return
+                else:
+                    raise OcirtError(f"exec: unexpected message {message!r}")
+        except BaseException:
+            _kill_quietly(ctx.exec_pid or setup_pid, _signal.SIGKILL)
+            _reap_if_child(setup_pid)
+            if ctx.exec_pid and ctx.exec_pid != setup_pid:
+                _reap_if_child(ctx.exec_pid)
+            raise
+        finally:
+            runtime_end.close()
+            ctx.channel = None
+
     # --------------------------------------------------------------------- run
 
     def wait(self, pid: int) -> int:
@@ -422,6 +513,103 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     except OSError as e:
         os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
+
+
+def _exec_child(ctx: Container, hooks: Hooks, chan: Channel, root_fd: int) -> None:
+    """The child of ``exec``: join the container, take its root, shape and exec. Never returns."""
+    code = 1
+    try:
+        ctx.role, ctx.channel = "setup", chan
+        trace.set_role("setup")
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
+        hooks.ocirt_join_container(container=ctx)
+        if ctx.fork_init:
+            pid = os.fork()
+            if pid:
+                chan.send(type="pid", pid=pid)
+                code = 0
+                return
+        else:
+            chan.send(type="pid", pid=None)
+        ctx.role = "init"
+        trace.set_role("init")
+        chan.expect("continue")  # the pid first: the runtime must know whom it waits for
+        os.fchdir(root_fd)
+        os.chroot(".")
+        os.close(root_fd)
+        os.chdir("/")
+        hooks.ocirt_finalize_process(container=ctx)
+        process = ctx.require_spec().process or {}
+        executable = find_executable(process)
+        chan.send(type="ready")
+        chan.close()
+        ctx.channel = None
+        _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
+        for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
+            _signal.signal(sig, _signal.SIG_DFL)
+        env = dict(e.split("=", 1) for e in process.get("env") or [])
+        hooks.ocirt_before_exec(container=ctx)
+        try:
+            os.execve(executable, process["args"], env)
+        except OSError as e:
+            os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
+            code = 127 if e.errno == 2 else 126
+    except BaseException as e:
+        try:
+            chan.send(error=error_text(e))
+        except OSError:
+            os.write(2, f"ocirt: {error_text(e)}\n".encode())
+    finally:
+        os._exit(code)
+
+
+def exec_process(base: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The process of an ``exec`` without ``--process``: the container's, with the CLI's changes."""
+    process: dict[str, Any] = {k: v for k, v in (base or {}).items() if k not in ("terminal", "consoleSize")}
+    process["args"] = list(overrides.get("args") or [])
+    process["terminal"] = bool(overrides.get("tty"))
+    env = dict(e.split("=", 1) for e in process.get("env") or [])
+    for item in overrides.get("env") or []:
+        if "=" not in item:
+            raise OcirtError(f"exec --env {item!r}: not KEY=VALUE")
+        key, value = item.split("=", 1)
+        env[key] = value
+    process["env"] = [f"{k}={v}" for k, v in env.items()]
+    if overrides.get("cwd"):
+        process["cwd"] = overrides["cwd"]
+    user = dict(process.get("user") or {"uid": 0, "gid": 0})
+    if overrides.get("user"):
+        uid, _, gid = str(overrides["user"]).partition(":")
+        try:
+            user["uid"] = int(uid)
+            user["gid"] = int(gid) if gid else user.get("gid", 0)
+        except ValueError:
+            raise OcirtError(
+                f"exec --user {overrides['user']!r}: only numeric UID[:GID] is supported"
+            ) from None
+    if overrides.get("additional_gids"):
+        extra = []
+        for g in overrides["additional_gids"]:
+            if not str(g).isdigit():
+                raise OcirtError(f"exec --additional-gids {g!r}: not a numeric gid")
+            extra.append(int(g))
+        user["additionalGids"] = [*(user.get("additionalGids") or []), *extra]
+    process["user"] = user
+    if overrides.get("caps"):
+        caps = {k: list(v) for k, v in (process.get("capabilities") or {}).items()}
+        for name in overrides["caps"]:
+            name = name.upper() if name.upper().startswith("CAP_") else "CAP_" + name.upper()
+            for key in ("bounding", "effective", "permitted"):
+                if name not in caps.setdefault(key, []):
+                    caps[key].append(name)
+        process["capabilities"] = caps
+    if overrides.get("no_new_privs"):
+        process["noNewPrivileges"] = True
+    if overrides.get("apparmor"):
+        process["apparmorProfile"] = overrides["apparmor"]
+    if overrides.get("process_label"):
+        process["selinuxLabel"] = overrides["process_label"]
+    return process
 
 
 def find_executable(process: dict[str, Any]) -> str:

@@ -117,6 +117,9 @@ def driver(container: Container) -> CgroupDriver | None:
 
 @hookimpl
 def ocirt_validate(container: Container) -> None:
+    if container.exec_target:
+        driver(container)  # exec: the container's cgroup as create made it, restored here
+        return
     if _rootless():
         if _resources(container):
             container.log.warning("cgroups: running without root, linux.resources are not applied")
@@ -143,6 +146,18 @@ def ocirt_enter_namespaces(container: Container) -> None:
     drv = container.local.get(KEY)
     if drv is not None and drv.joins_itself:
         drv.join_self()
+
+
+@hookimpl(tryfirst=True)
+def ocirt_join_container(container: Container) -> None:
+    """exec's setup child, before any namespace: into the container's cgroup."""
+    drv = container.local.get(KEY)
+    if drv is None:
+        return
+    if drv.joins_itself:
+        drv.join_self()
+    else:
+        drv.join(os.getpid())
 
 
 @hookimpl

@@ -264,6 +264,43 @@ def ocirt_enter_namespaces(container: Container) -> None:
         loopback_up()
 
 
+#: /proc/<pid>/ns names in the order ``exec`` joins them: user first (it owns the
+#: others), mount last (it changes our root).
+JOIN_ORDER = ("user", "ipc", "uts", "net", "cgroup", "pid", "time", "mnt")
+PROC_FLAGS = {**FLAGS, "net": syscalls.CLONE_NEWNET, "mnt": syscalls.CLONE_NEWNS}
+
+
+@hookimpl
+def ocirt_join_container(container: Container) -> None:
+    """exec: setns into every namespace of the init that differs from ours."""
+    from ocirt.plugins.namespaces import userns  # before any setns: our files may be out of reach after
+
+    init = container.exec_target
+    fds: list[tuple[str, int]] = []
+    try:
+        for name in JOIN_ORDER:
+            try:
+                theirs = os.stat(f"/proc/{init}/ns/{name}")
+                ours = os.stat(f"/proc/self/ns/{name}")
+            except FileNotFoundError:
+                continue  # a kernel without this namespace type
+            if (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino):
+                fds.append((name, os.open(f"/proc/{init}/ns/{name}", os.O_RDONLY | os.O_CLOEXEC)))
+        for name, fd in fds:
+            try:
+                syscalls.setns(fd, PROC_FLAGS[name])
+            except OSError as e:
+                reason = (e.strerror or str(e)).lower()
+                raise OcirtError(f"exec: joining the {name} namespace of pid {init}: {reason}") from None
+            if name == "user":
+                userns.become_root(required=False)
+            if name in CHILDREN_ONLY:
+                container.fork_init = True
+    finally:
+        for _, fd in fds:
+            os.close(fd)
+
+
 @hookimpl
 def ocirt_runtime_request(container: Container, name: str, data: dict[str, Any]) -> dict[str, Any] | None:
     """Runtime: write the uid/gid maps of the setup child's new user namespace."""
