@@ -147,21 +147,7 @@ class Runtime:
             if setup_pid != 0:
                 hooks.ocirt_after_fork(container=ctx)
         if setup_pid == 0:  # pragma: no cover - runs in the child
-            _not_dumpable()
-            runtime_end.close()
-            preserved = int(ctx.options.get("preserve_fds") or 0)
-            _close_fds_except(
-                {
-                    0,
-                    1,
-                    2,
-                    *range(3, 3 + preserved),
-                    child_end.read_fd,
-                    child_end.write_fd,
-                    fifo_fd,
-                    *trace.fds(),
-                }
-            )
+            _enter_child(ctx, runtime_end, child_end, fifo_fd)
             _setup_child(ctx, hooks, child_end, fifo_fd)
         os.close(fifo_fd)
         child_end.close()
@@ -182,21 +168,9 @@ class Runtime:
     def _drive(self, ctx: Container, hooks: Hooks, chan: Channel, setup_pid: int) -> None:
         """Serve the setup child and init until init reports ready."""
         while True:
-            message = chan.recv()
-            if message is None:
-                raise OcirtError(f"container init exited during setup{_exit_note(setup_pid)}")
-            if "error" in message:
-                raise OcirtError(message["error"])
+            message = _next_message(ctx, hooks, chan, setup_pid, "container init exited during setup")
             kind = message.get("type")
-            if kind == "request":
-                reply = hooks.ocirt_runtime_request(
-                    container=ctx, name=message["name"], data=message.get("data") or {}
-                )
-                if reply is None:
-                    chan.send(error=f"no plugin answers the request {message['name']!r}")
-                    raise OcirtError(f"no plugin answers the request {message['name']!r}")
-                chan.send(type="reply", data=reply)
-            elif kind == "pid":
+            if kind == "pid":
                 ctx.init_pid = int(message["pid"] or setup_pid)
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
                 hooks.ocirt_configure_from_host(container=ctx)
@@ -358,42 +332,18 @@ class Runtime:
         runtime_end, child_end = channel_pair()
         setup_pid = os.fork()
         if setup_pid == 0:  # pragma: no cover - runs in the child
-            _not_dumpable()
-            runtime_end.close()
-            preserved = int(ctx.options.get("preserve_fds") or 0)
-            _close_fds_except(
-                {
-                    0,
-                    1,
-                    2,
-                    *range(3, 3 + preserved),
-                    child_end.read_fd,
-                    child_end.write_fd,
-                    root_fd,
-                    *trace.fds(),
-                }
-            )
+            _enter_child(ctx, runtime_end, child_end, root_fd)
             _exec_child(ctx, hooks, child_end, root_fd)
         child_end.close()
         ctx.channel = runtime_end
         ctx.setup_pid = setup_pid
         try:
             while True:
-                message = runtime_end.recv()
-                if message is None:
-                    raise OcirtError(f"exec: the process exited during setup{_exit_note(setup_pid)}")
-                if "error" in message:
-                    raise OcirtError(message["error"])
+                message = _next_message(
+                    ctx, hooks, runtime_end, setup_pid, "exec: the process exited during setup"
+                )
                 kind = message.get("type")
-                if kind == "request":
-                    reply = hooks.ocirt_runtime_request(
-                        container=ctx, name=message["name"], data=message.get("data") or {}
-                    )
-                    if reply is None:
-                        runtime_end.send(error=f"no plugin answers the request {message['name']!r}")
-                        raise OcirtError(f"no plugin answers the request {message['name']!r}")
-                    runtime_end.send(type="reply", data=reply)
-                elif kind == "pid":
+                if kind == "pid":
                     ctx.exec_pid = int(message["pid"] or setup_pid)
                     runtime_end.send(type="continue")
                 elif kind == "ready":
@@ -446,6 +396,42 @@ FORWARDED_SIGNALS = (
 def exit_status(status: int) -> int:
     """A wait status as a shell shows it: the exit code, or 128+N for signal N."""
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
+
+
+# ---------------------------------------------------------------------- handshake
+
+
+def _enter_child(ctx: Container, runtime_end: Channel, child_end: Channel, kept_fd: int) -> None:
+    """First steps of a freshly forked child (create's or exec's): not dumpable, and
+    nothing of the runtime kept but stdio, the preserved fds, its channel end and
+    ``kept_fd`` (the exec fifo, or the container's root)."""
+    _not_dumpable()
+    runtime_end.close()
+    preserved = int(ctx.options.get("preserve_fds") or 0)
+    keep = {0, 1, 2, *range(3, 3 + preserved), child_end.read_fd, child_end.write_fd, kept_fd}
+    _close_fds_except(keep | set(trace.fds()))
+
+
+def _next_message(ctx: Container, hooks: Hooks, chan: Channel, child_pid: int, died: str) -> dict[str, Any]:
+    """The child's next message other than a request; requests are answered on the way.
+
+    An error message or a closed channel raises (``died`` starts the message).
+    """
+    while True:
+        message = chan.recv()
+        if message is None:
+            raise OcirtError(f"{died}{_exit_note(child_pid)}")
+        if "error" in message:
+            raise OcirtError(message["error"])
+        if message.get("type") != "request":
+            return message
+        reply = hooks.ocirt_runtime_request(
+            container=ctx, name=message["name"], data=message.get("data") or {}
+        )
+        if reply is None:
+            chan.send(error=f"no plugin answers the request {message['name']!r}")
+            raise OcirtError(f"no plugin answers the request {message['name']!r}")
+        chan.send(type="reply", data=reply)
 
 
 # ---------------------------------------------------------------------- child side
