@@ -349,6 +349,12 @@ def test_cli_limits_update_pause_ps_events_kill(ocirt: Any, bundle: Any) -> None
         assert ocirt.state(cid)["status"] == "paused"
         ocirt("resume", cid, check=True)
         assert ocirt.state(cid)["status"] == "running"
+        pid_file = bundle.path / "exec.pid"
+        ocirt.detached("exec", "-d", "--pid-file", str(pid_file), cid, "sleep", "600")
+        exec_pid = pid_file.read_text()
+        assert exec_pid in _v2_file(cid, "cgroup.procs").split()  # exec joins the container's cgroup
+        joined = ocirt("exec", cid, "cat", "/proc/self/cgroup", check=True).stdout
+        assert joined == f"0::/ocirt-test/{cid}\n"  # no cgroup namespace in this config: the full path
         pids = json.loads(ocirt("ps", "--format", "json", cid, check=True).stdout)
         assert sorted(pids) == sorted(int(p) for p in _v2_file(cid, "cgroup.procs").split())
         stats = json.loads(ocirt("events", "--stats", cid, check=True).stdout)

@@ -219,6 +219,72 @@ def test_user_namespace_process_ids(ocirt: Ocirt, open_bundle: Bundle) -> None:
     assert words(run(ocirt, open_bundle, "id -u; id -g; id -G")) == [["1000"], ["1001"], ["1001", "1002"]]
 
 
+def test_exec_joins_the_user_namespace(ocirt: Ocirt, open_bundle: Bundle) -> None:
+    """exec's process is root of the container's user namespace, with its maps and its other namespaces."""
+    add_user_namespace(open_bundle.config)
+    give_rootfs(open_bundle, HOST_ID)
+    open_bundle.write(args=["sleep", "60"])
+    cid = unique_id("usexec")
+    assert ocirt.detached("run", "-d", "--bundle", str(open_bundle.path), cid).returncode == 0
+    try:
+        init = ocirt.state(cid)["pid"]
+        result = ocirt(
+            "exec",
+            "--user",
+            "1000:1000",
+            cid,
+            "sh",
+            "-c",
+            f"{SHOW_NAMESPACES}; id -u; cat /proc/self/uid_map",
+        )
+        assert result.returncode == 0, result.stderr
+        inside = links(result.stdout)
+        for name in ("user", "pid", "ipc", "uts", "mnt", "net"):
+            assert inside[name] == os.readlink(f"/proc/{init}/ns/{name}"), name
+        assert words(result.stdout) == [["1000"], ["0", str(HOST_ID), str(MAP_SIZE)]]
+        status = Path(f"/proc/{init}/status").read_text()
+        assert f"Uid:\t{HOST_ID}\t" in status  # the init's host uid: the maps hold
+    finally:
+        ocirt("delete", "--force", cid)
+
+
+def test_hooks_of_a_user_namespace_container(ocirt: Ocirt, open_bundle: Bundle) -> None:
+    """createRuntime runs in the runtime's namespaces, createContainer in the container's mount
+    and user namespaces (as the container's root), each with the init's pid."""
+    add_user_namespace(open_bundle.config)
+    give_rootfs(open_bundle, HOST_ID)
+    hooks = open_bundle.path.parent / "hooks"
+    hooks.mkdir()
+    (hooks / "seen").touch()
+    (hooks / "seen").chmod(0o666)  # createContainer writes it as the container's root, HOST_ID
+    script = hooks / "record"
+    script.write_text(
+        "#!/bin/sh\n"
+        "pid=$(sed -n 's/.*\"pid\": *\\([0-9]*\\).*/\\1/p')\n"
+        "ns() { readlink /proc/self/ns/$1; }\n"
+        f"echo $1 $pid $(ns user) $(ns mnt) $(id -u) >> {hooks}/seen\n"
+    )
+    script.chmod(0o755)
+    kinds = ("prestart", "createRuntime", "createContainer")
+    open_bundle.write(
+        args=["sleep", "60"],
+        hooks={kind: [{"path": str(script), "args": ["record", kind]}] for kind in kinds},
+    )
+    cid = unique_id("ushooks")
+    result = ocirt.detached("create", "--bundle", str(open_bundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    try:
+        init = ocirt.state(cid)["pid"]
+        seen = {line.split()[0]: line.split()[1:] for line in (hooks / "seen").read_text().splitlines()}
+        host = [os.readlink("/proc/self/ns/user"), os.readlink("/proc/self/ns/mnt"), "0"]
+        theirs = [os.readlink(f"/proc/{init}/ns/user"), os.readlink(f"/proc/{init}/ns/mnt"), "0"]
+        assert seen["prestart"] == [str(init), *host]
+        assert seen["createRuntime"] == [str(init), *host]
+        assert seen["createContainer"] == [str(init), *theirs]
+    finally:
+        ocirt("delete", "--force", cid)
+
+
 def test_files_created_in_user_namespace_belong_to_mapped_host_ids(ocirt: Ocirt, open_bundle: Bundle) -> None:
     shared = open_bundle.path.parent / "shared"
     shared.mkdir()
@@ -611,6 +677,15 @@ def test_rootless_create_start_delete(rootless: Rootless, open_bundle: Bundle) -
     pid = int(pid_file.read_text())
     assert f"Uid:\t{UNPRIVILEGED}\t" in Path(f"/proc/{pid}/status").read_text()
     assert rootless("start", "rootless2").returncode == 0
+    joined = rootless(
+        "exec", "rootless2", "sh", "-c", "id -u; readlink /proc/self/ns/user; readlink /proc/self/ns/pid"
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout.split() == [
+        "0",
+        os.readlink(f"/proc/{pid}/ns/user"),
+        os.readlink(f"/proc/{pid}/ns/pid"),
+    ]
     state = json.loads(rootless("state", "rootless2").stdout)
     assert (state["status"], state["pid"]) == ("running", pid)
     deleted = rootless("delete", "--force", "rootless2")

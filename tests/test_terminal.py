@@ -284,6 +284,98 @@ def test_rootless_foreground_run(rootless: Rootless, open_bundle: Bundle) -> Non
     assert {"/dev/pts/0", "0", "got:hi"} <= set(result.stdout.splitlines())
 
 
+# ------------------------------------------------------------------------ exec
+
+
+def running_sleeper(ocirt: Ocirt, bundle: Bundle, cid: str) -> int:
+    bundle.write(args=["sleep", "60"])
+    result = ocirt.detached("run", "-d", "--bundle", str(bundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    return int(ocirt.state(cid)["pid"])
+
+
+def test_exec_tty_through_a_console_socket(ocirt: Ocirt, bundle: Bundle, cid: str, engine: Engine) -> None:
+    """As containerd's shim and conmon call it: ``exec --tty --console-socket S``, in the foreground."""
+    init = running_sleeper(ocirt, bundle, cid)
+    script = "tty; echo ctty > /dev/tty; readlink /proc/self/ns/mnt; read x; echo got:$x; exit 3"
+    cmd = [OCIRT, "--root", str(ocirt.root), "exec", "-t", "--console-socket", str(engine.path), cid]
+    proc = subprocess.Popen([*cmd, "sh", "-c", script], stdin=subprocess.DEVNULL)
+    try:
+        name, master = engine.receive()
+        assert name == b"/dev/ptmx"
+        assert os.fstat(master).st_dev != os.stat("/dev/pts").st_dev  # the container's devpts
+        out = read_until(master, b"]\r\n")  # all but the echo, which must come after
+        os.write(master, b"yes\n")
+        out += read_until(master)
+        assert proc.wait(timeout=10) == 3  # the process's status
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert lines(out) == ["/dev/pts/0", "ctty", os.readlink(f"/proc/{init}/ns/mnt"), "yes", "got:yes", ""]
+
+
+def test_exec_detached_tty_is_a_child_of_the_engine(
+    ocirt: Ocirt, bundle: Bundle, cid: str, engine: Engine, sockdir: Path
+) -> None:
+    running_sleeper(ocirt, bundle, cid)
+    pid_file = sockdir / "exec.pid"
+    result = ocirt.detached(
+        "exec", "-d", "-t", "--console-socket", str(engine.path), "--pid-file", str(pid_file),
+        cid, "sh", "-c", "read x; echo got:$x",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    _, master = engine.receive()
+    pid = int(pid_file.read_text())
+    assert Path(f"/proc/{pid}/cmdline").read_bytes().startswith(b"sh\0")
+    os.write(master, b"z\n")
+    assert "got:z" in lines(read_until(master))
+
+
+def test_exec_tty_in_the_foreground_relays_the_callers_terminal(
+    ocirt: Ocirt, bundle: Bundle, cid: str
+) -> None:
+    """``ocirt exec -t`` at a shell: the runtime makes the socket and relays, as ``run`` does."""
+    running_sleeper(ocirt, bundle, cid)
+    user_master, user_slave = os.openpty()
+    set_winsize(user_slave, 30, 100)
+    cmd = [
+        OCIRT,
+        "--root",
+        str(ocirt.root),
+        "exec",
+        "-t",
+        cid,
+        "sh",
+        "-c",
+        "tty; stty size; read x; echo got:$x",
+    ]
+    proc = subprocess.Popen(cmd, stdin=user_slave, stdout=user_slave, stderr=user_slave)
+    os.close(user_slave)
+    try:
+        out = read_until(user_master, b"30 100")
+        os.write(user_master, b"typed\n")
+        out += read_until(user_master, b"got:typed")
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(user_master)
+    assert "/dev/pts/0" in lines(out)
+    assert not list(Path(os.environ.get("TMPDIR") or "/tmp").glob("ocirt-console-*"))  # its socket is gone
+
+
+def test_exec_tty_refusals(ocirt: Ocirt, bundle: Bundle, cid: str, engine: Engine) -> None:
+    running_sleeper(ocirt, bundle, cid)
+    detached = ocirt.detached("exec", "-d", "-t", cid, "true")
+    assert detached.returncode != 0
+    assert "--tty needs --console-socket" in detached.stderr
+    no_tty = ocirt.detached("exec", "--console-socket", str(engine.path), cid, "true")
+    assert no_tty.returncode != 0
+    assert "--console-socket" in no_tty.stderr
+
+
 # ------------------------------------------------------------------- refusals
 
 

@@ -519,18 +519,37 @@ def exec_(
                 "apparmor": apparmor, "process_label": process_label,
             },
         )  # fmt: skip
-    if proc.get("terminal") or console_socket:
-        raise NotSupported("exec: a terminal (--tty, --console-socket) is not supported yet")
     if not detach:
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    console = None
+    if proc.get("terminal") and not detach and console_socket is None:
+        from ocirt.cli.console import ConsoleSocket, Relay
+
+        console = ConsoleSocket()
+        console_socket = console.path
     options = {
         **g.plugin_options(), "pid_file": pid_file, "preserve_fds": preserve_fds,
         "ignore_paused": ignore_paused, "detach": detach, "console_socket": console_socket,
     }  # fmt: skip
-    ctx = runtime.exec(container_id, proc, options)
+    relay = None
+    try:
+        ctx = runtime.exec(container_id, proc, options)
+        if console:
+            try:
+                relay = Relay(console.receive())
+            except BaseException:
+                try:  # no terminal came: the process would run with nobody at its end
+                    os.kill(ctx.exec_pid, 9)
+                except ProcessLookupError:
+                    pass
+                raise
+            relay.resize()
+    finally:
+        if console:
+            console.close()
     if detach:
         return 0
-    return runtime.wait(ctx.exec_pid)
+    return relay.run(ctx.exec_pid) if relay else runtime.wait(ctx.exec_pid)
 
 
 def not_supported(command: str) -> int:

@@ -14,6 +14,10 @@ run`` makes a console socket of its own and relays the user's terminal
   any namespace is entered: see ``console``.
 * ``ocirt_after_pivot`` (init, first) makes the pty in the container's devpts,
   before masked paths and a read-only root.
+* ``exec`` does the same in its own phases: ``ocirt_join_container`` (first)
+  connects before any namespace is joined, ``ocirt_finalize_process`` (first)
+  makes the pty once the process has the container's root, before it drops
+  its user and capabilities. ``/dev/console`` is the init's alone.
 
 Nothing but ``os`` is imported unless a terminal is asked for.
 """
@@ -45,6 +49,8 @@ def ocirt_validate(container: Container) -> None:
             raise spec.error("process.terminal", "false, but --console-socket was given: no terminal to send")
         return
     if not socket_path:
+        if container.exec_target and container.options.get("detach"):
+            raise OcirtError("exec: --tty needs --console-socket when the process runs detached")
         if container.options.get("detach", True):
             raise spec.error(
                 "process.terminal", "true needs --console-socket when the container runs detached"
@@ -62,7 +68,8 @@ def ocirt_validate(container: Container) -> None:
 
     from ocirt.plugins.terminal.console import Console  # here: see the module docstring
 
-    container.local["terminal"] = Console(socket_path, rows, cols, uid, _has_mount_namespace(spec))
+    bind_console = not container.exec_target and _has_mount_namespace(spec)
+    container.local["terminal"] = Console(socket_path, rows, cols, uid, bind_console)
 
 
 @hookimpl(tryfirst=True)
@@ -73,10 +80,21 @@ def ocirt_enter_namespaces(container: Container) -> None:
 
 
 @hookimpl(tryfirst=True)
+def ocirt_join_container(container: Container) -> None:
+    ocirt_enter_namespaces(container)
+
+
+@hookimpl(tryfirst=True)
 def ocirt_after_pivot(container: Container) -> None:
     console = container.local.get("terminal")
     if console is not None:
         console.attach()
+
+
+@hookimpl(tryfirst=True)
+def ocirt_finalize_process(container: Container) -> None:
+    if container.exec_target:  # create made its terminal in ocirt_after_pivot
+        ocirt_after_pivot(container)
 
 
 def _console_size(spec: Spec, process: dict[str, Any]) -> tuple[int, int]:
