@@ -34,6 +34,27 @@ apt_install() {
 # qemu-system-x86: the pure cgroup v2 guest tests/vm/v2vm.py boots for tests/test_v2vm.py
 apt_install busybox-static runc libseccomp2 iproute2 util-linux qemu-system-x86
 
+# The engines tests/engines drives ocirt with (their daemons are started by the
+# tests, never by the packages): without systemd, a package's postinst would
+# start its service through invoke-rc.d, so deny that while installing.
+engines=(podman conmon catatonit uidmap containerd docker.io)
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+for pkg in "${engines[@]}"; do
+  installed "$pkg" && continue
+  policy=/usr/sbin/policy-rc.d
+  if [[ -e "$policy" ]]; then
+    apt_install "${engines[@]}"
+  else
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 755 "$policy"
+    trap 'rm -f "$policy"' EXIT
+    apt_install "${engines[@]}"
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  break
+done
+
 # `python3` on PATH may be a pyenv shim (a slow shell script); the venv must be
 # built from a real interpreter that has venv/ensurepip.
 find_python() {
