@@ -478,8 +478,25 @@ def _processes_in(rootfs: Path) -> list[int]:
 
 
 def test_seccomp_imported_only_when_used(ocirt: Ocirt, bundle: Bundle) -> None:
-    """The check of test_imports can fail: a spec with linux.seccomp imports pyseccomp."""
+    """The check of test_imports can fail: a spec with a new linux.seccomp profile imports pyseccomp."""
     from test_imports import imported
 
-    seccomp(bundle, deny(MKDIR), ["true"])
+    seccomp(bundle, deny([*MKDIR, f"ocirt_new_{unique_id('x')}"]), ["true"])  # a profile never seen
     assert "pyseccomp" in imported(ocirt, "run", "--bundle", str(bundle.path), unique_id("imp"))
+
+
+def test_a_known_profile_is_loaded_without_libseccomp(ocirt: Ocirt, bundle: Bundle) -> None:
+    """The second container with a profile loads the kept program: no pyseccomp, the same
+    filter in force, the same warnings."""
+    from test_imports import imported
+
+    unknown = f"ocirt_new_{unique_id('x')}"
+    seccomp(bundle, deny([*MKDIR, unknown]), ["sh", "-c", "mkdir /made || echo denied"])
+    first = run(ocirt, bundle)
+    assert (first.returncode, first.stdout) == (0, "denied\n"), first.stderr
+    assert "pyseccomp" not in imported(ocirt, "run", "--bundle", str(bundle.path), unique_id("imp"))
+    second = run(ocirt, bundle)
+    assert (second.returncode, second.stdout) == (0, "denied\n"), second.stderr
+    warnings = [line["msg"] for line in ocirt.log_lines() if unknown in line["msg"]]
+    assert len(warnings) == 2  # the first run compiled, the second loaded the kept program
+    assert len(set(warnings)) == 1

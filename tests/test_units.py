@@ -634,3 +634,19 @@ def test_oci_state_shape(tmp_path: Path) -> None:
     assert shown["status"] == "running" and shown["pid"] == os.getpid()
     state.data["annotations"] = {"a": "b"}
     assert state.oci_state()["annotations"] == {"a": "b"}
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"ociVersion": "1.2.0", "id": "c", "pid": 7, "annotations": {}, "empty": [], "é": 'ü\n"'},
+        [1, 2.5, None, True, {"a": [{"b": []}]}],
+        {},
+        "plain",
+    ],
+)
+def test_indented_json_as_json_writes_it(value: Any) -> None:
+    """``ocirt state`` prints through jsonio, byte for byte what ``json.dumps(indent=2)`` gives."""
+    from ocirt.core import jsonio
+
+    assert jsonio.dumps_indented(value) == json.dumps(value, indent=2)

@@ -146,17 +146,16 @@ def _wants_terminal(bundle: str) -> bool:
 
 
 def state(g: Globals, container_id: str) -> int:
-    import json
-
+    from ocirt.core import jsonio
     from ocirt.core.state import STOPPED
 
     st = g.store().load(container_id)
     status = st.status()
     if status not in (STOPPED,) and "ocirt_status" in st.data.get("hooks", ()):
         runtime = g.runtime()
-        hooks = runtime.hooks(st.plugins)
+        hooks = runtime.later_hooks(st, "ocirt_status")
         status = hooks.ocirt_status(container=runtime.context(st, hooks=hooks)) or status
-    sys.stdout.write(json.dumps(st.oci_state(status), indent=2) + "\n")
+    sys.stdout.write(jsonio.dumps_indented(st.oci_state(status)) + "\n")
     return 0
 
 
@@ -306,7 +305,7 @@ def _command(
         runtime = g.runtime()
         status = None
         if "ocirt_command" in st.data.get("hooks", ()):
-            hooks = runtime.hooks(st.plugins)
+            hooks = runtime.later_hooks(st, "ocirt_command")
             status = hooks.ocirt_command(
                 container=runtime.context(st, hooks=hooks), command=command, options=options
             )

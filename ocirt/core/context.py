@@ -6,6 +6,7 @@ from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocirt.core.log import Logger
@@ -53,6 +54,8 @@ class Container:
         self.channel: Channel | None = None
         #: Process-local scratch space for plugins (not saved; forks inherit it).
         self.local: dict[str, Any] = {}
+        #: Hook implementations withdrawn from this container (``withdraw``).
+        self.withdrawn: list[Callable[..., Any]] = []
 
     @property
     def plugin_data(self) -> dict[str, Any]:
@@ -66,6 +69,13 @@ class Container:
         if self.spec is None:
             raise OcirtError(f"container {self.id!r}: its bundle's config.json is no longer readable")
         return self.spec
+
+    def withdraw(self, *implementations: Callable[..., Any]) -> None:
+        """In ``ocirt_validate``: these hook implementations of the calling plugin have
+        nothing to do for this container. Later commands leave them out, and a
+        command whose hooks are all withdrawn loads no plugin at all (a ``start``
+        without poststart hooks only releases the init)."""
+        self.withdrawn.extend(implementations)
 
     def ask_runtime(self, name: str, **data: Any) -> dict[str, Any]:
         """From the setup child or init: have the runtime process act and reply.

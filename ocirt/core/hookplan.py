@@ -60,7 +60,17 @@ class HookCall:
 class Hooks:
     """``hooks.ocirt_validate(container=...)``: from a plan, or through pluggy."""
 
-    def __init__(self, refs: list[PluginRef], trace_path: str | None) -> None:
+    def __init__(
+        self,
+        refs: list[PluginRef],
+        trace_path: str | None,
+        only: list[str] | None = None,
+        skip: list[list[str]] | None = None,
+    ) -> None:
+        """``only``: the hooks this command will call, for commands that never fork
+        (start, kill, delete): just their plugins are imported now, any other on
+        first use. ``skip``: ``[hook, plugin]`` pairs a container's plugins withdrew
+        from at create (``Container.withdraw``)."""
         self.refs = refs
         self.trace_path = trace_path
         self._pm: pluggy.PluginManager | None = None
@@ -69,13 +79,16 @@ class Hooks:
             self.plan = build_plan(self.pm, refs)
             _save_plan(refs, self.plan)
         self._calls: dict[str, Any] = {}
+        self._skip = {(hook, plugin) for hook, plugin in skip or ()}
         if trace_path:
             trace.open_file(trace_path)
-        # Load everything now: hooks also run in the init after pivot_root, where
+        self._refs = {ref.name: ref for ref in refs}
+        self._objects: dict[str, object] = {}
+        # Load now, so a missing plugin fails here; and everything when the
+        # command forks: hooks also run in the init after pivot_root, where
         # nothing can be imported any more.
-        from ocirt.core.plugins import load_plugin
-
-        self._objects = {ref.name: load_plugin(ref) for ref in refs}
+        for name in self._refs if only is None else self._implementers(only):
+            self._plugin(name)
         if any(entry.get("pluggy") for entry in self.plan["hooks"].values()):
             self.pm  # noqa: B018 - builds the manager before any fork
 
@@ -91,11 +104,41 @@ class Hooks:
         return self._pm
 
     def implemented(self) -> list[str]:
-        """The hooks at least one loaded plugin implements."""
+        """The hooks at least one loaded plugin implements (and has not withdrawn from)."""
         assert self.plan is not None
+        hooks = self.plan["hooks"].items()
         return sorted(
-            name for name, entry in self.plan["hooks"].items() if entry.get("impls") or entry.get("pluggy")
+            name
+            for name, entry in hooks
+            if entry.get("pluggy") or any((name, i[0]) not in self._skip for i in entry.get("impls", ()))
         )
+
+    def withdrawn(self, functions: list[Callable[..., Any]]) -> list[list[str]]:
+        """``[hook, plugin]`` of each hook implementation among ``functions``."""
+        assert self.plan is not None
+        pairs = []
+        for name, entry in self.plan["hooks"].items():
+            for plugin_name, attr, _ in entry.get("impls", ()):
+                if any(getattr(self._plugin(plugin_name), attr, None) is f for f in functions):
+                    pairs.append([name, plugin_name])
+        return pairs
+
+    def skip(self, pairs: list[list[str]]) -> None:
+        """From now on, leave out these ``[hook, plugin]`` implementations."""
+        self._skip.update((hook, plugin) for hook, plugin in pairs)
+        self._calls.clear()
+
+    def _implementers(self, hooks: list[str]) -> list[str]:
+        assert self.plan is not None
+        names: list[str] = []
+        for hook in hooks:
+            entry = self.plan["hooks"].get(hook) or {}
+            if entry.get("pluggy"):
+                return list(self._refs)
+            for plugin_name, _, _ in entry.get("impls", ()):
+                if plugin_name not in names and (hook, plugin_name) not in self._skip:
+                    names.append(plugin_name)
+        return names
 
     def __getattr__(self, name: str) -> Any:
         if not name.startswith("ocirt_"):
@@ -114,6 +157,8 @@ class Hooks:
             return getattr(self.pm.hook, name)
         impls = []
         for plugin_name, attr, argnames in entry["impls"]:
+            if (name, plugin_name) in self._skip:
+                continue
             func = getattr(self._plugin(plugin_name), attr)
             if self.trace_path:
                 func = trace.timed(name, plugin_name, func)
@@ -121,7 +166,12 @@ class Hooks:
         return HookCall(name, bool(entry.get("firstresult")), impls)
 
     def _plugin(self, name: str) -> object:
-        return self._objects[name]
+        plugin = self._objects.get(name)
+        if plugin is None:
+            from ocirt.core.plugins import load_plugin
+
+            plugin = self._objects[name] = load_plugin(self._refs[name])
+        return plugin
 
 
 def build_plan(pm: pluggy.PluginManager, refs: list[PluginRef]) -> dict[str, Any]:

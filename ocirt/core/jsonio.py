@@ -3,8 +3,8 @@
 Every ocirt command is a new process that reads config.json or state.json, and
 ``import json`` costs about 9 ms here, nearly all of it ``re`` and ``enum``,
 which json needs only for its pure-Python fallbacks. The scanner and encoder
-below are the same C code (``_json``) that :mod:`json` uses; output is compact.
-Pretty-printed output for people (``ocirt state``) still uses :mod:`json`.
+below are the same C code (``_json``) that :mod:`json` uses; output is compact,
+or indented as ``json.dumps(value, indent=2)`` writes it (``ocirt state``).
 """
 
 from __future__ import annotations
@@ -71,3 +71,15 @@ def loads(data: str | bytes) -> Any:
 def dumps(value: Any) -> str:
     """Compact JSON (ASCII, no spaces)."""
     return "".join(_encode(value, 0))
+
+
+def dumps_indented(value: Any, indent: str = "  ", level: int = 0) -> str:
+    """JSON as ``json.dumps(value, indent=2)`` writes it: for people and engines alike."""
+    inner = indent * (level + 1)
+    if isinstance(value, dict) and value:
+        items = (f"{inner}{dumps(str(k))}: {dumps_indented(v, indent, level + 1)}" for k, v in value.items())
+        return "{\n" + ",\n".join(items) + "\n" + indent * level + "}"
+    if isinstance(value, (list, tuple)) and value:
+        items = (inner + dumps_indented(v, indent, level + 1) for v in value)
+        return "[\n" + ",\n".join(items) + "\n" + indent * level + "]"
+    return dumps(value)

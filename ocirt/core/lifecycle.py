@@ -71,6 +71,11 @@ class Runtime:
     def hooks(self, refs: list[Any]) -> Hooks:
         return plugins.hooks(refs, self.trace_path)
 
+    def later_hooks(self, state: ContainerState, *names: str) -> Hooks:
+        """The hooks of a created container for a command that calls ``names`` and never
+        forks: only their plugins are imported, without what they withdrew from at create."""
+        return plugins.hooks(state.plugins, self.trace_path, list(names), state.data.get("skip"))
+
     def context(
         self,
         state: ContainerState,
@@ -122,6 +127,10 @@ class Runtime:
                 ctx.local["hooks"] = hooks
                 state.data["hooks"] = hooks.implemented()
                 hooks.ocirt_validate(container=ctx)
+                if ctx.withdrawn:
+                    state.data["skip"] = hooks.withdrawn(ctx.withdrawn)
+                    hooks.skip(state.data["skip"])
+                    state.data["hooks"] = hooks.implemented()
                 fifo_fd = _make_fifo(state.fifo)
                 hooks.ocirt_prepare_host(container=ctx)
                 self._fork_and_drive(ctx, hooks, fifo_fd)
@@ -224,7 +233,7 @@ class Runtime:
             ctx = Container(container_id, None, state, self.log)
             if "ocirt_poststart" in state.data.get("hooks", ()):
                 ctx = self.context(state)
-                self.hooks(state.plugins).ocirt_poststart(container=ctx)
+                self.later_hooks(state, "ocirt_poststart").ocirt_poststart(container=ctx)
             return ctx
 
     # -------------------------------------------------------------------- kill
@@ -241,7 +250,7 @@ class Runtime:
         os.kill(state.pid, sig)
         if sig == _signal.SIGKILL and state.data.get("paused"):
             # A frozen task acts on SIGKILL only once thawed.
-            hooks = self.hooks(state.plugins)
+            hooks = self.later_hooks(state, "ocirt_command")
             hooks.ocirt_command(container=self.context(state, hooks=hooks), command="resume", options={})
 
     def _kill_all(self, state: ContainerState, sig: int, warn: bool = True) -> bool:
@@ -252,7 +261,7 @@ class Runtime:
                     "signalling its init only"
                 )
             return False
-        hooks = self.hooks(state.plugins)
+        hooks = self.later_hooks(state, "ocirt_kill_all")
         done = hooks.ocirt_kill_all(container=self.context(state, hooks=hooks), signal=sig)
         return bool(done)
 
@@ -284,7 +293,7 @@ class Runtime:
                     )
             if "ocirt_cleanup" in state.data.get("hooks", ()):
                 try:
-                    hooks = self.hooks(state.plugins)
+                    hooks = self.later_hooks(state, "ocirt_cleanup")
                 except OcirtError as e:
                     if not force:
                         raise

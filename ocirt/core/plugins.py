@@ -263,11 +263,16 @@ def manager(refs: Iterable[PluginRef | dict[str, str]], trace: str | None = None
     return pm
 
 
-def hooks(refs: Iterable[PluginRef | dict[str, str]], trace: str | None = None) -> Hooks:
-    """The hooks of a plugin set, called from a saved plan when one is fresh."""
+def hooks(
+    refs: Iterable[PluginRef | dict[str, str]],
+    trace: str | None = None,
+    only: list[str] | None = None,
+    skip: list[list[str]] | None = None,
+) -> Hooks:
+    """The hooks of a plugin set, called from a saved plan when one is fresh (see ``Hooks``)."""
     from ocirt.core.hookplan import Hooks
 
-    return Hooks(as_refs(refs), trace)
+    return Hooks(as_refs(refs), trace, only, skip)
 
 
 _ORIGINS: dict[str, PluginRef] = {}

@@ -82,7 +82,12 @@ def ocirt_features(container: Container | None) -> dict[str, Any] | None:
 @hookimpl
 def ocirt_validate(container: Container) -> None:
     spec = container.require_spec()
-    hooks = spec.section("hooks")
+    hooks = spec.section("hooks") or {}
+    # Nothing to run at start or delete: those commands then need not load this plugin.
+    if not (hooks.get("poststart") or hooks.get("startContainer")):
+        container.withdraw(ocirt_poststart)
+    if not hooks.get("poststop"):
+        container.withdraw(ocirt_cleanup)
     if not hooks:
         return
     for kind, entries in hooks.items():

@@ -78,8 +78,10 @@ def action_value(action: str, errno_ret: int | None) -> int:
     }[action]
 
 
-def build(profile: Profile, spec: Spec, log: Logger) -> Filter:
+def build(profile: Profile, spec: Spec, log: Logger, warnings: list[str] | None = None) -> Filter:
     """The filter for ``profile``, every rule added; SpecError naming the field otherwise.
+
+    Warnings (unknown syscall names) are logged, and appended to ``warnings``.
 
     Also makes libseccomp probe the kernel now (``get_api``): the result is
     cached in the library, so the init's ``load`` makes no probing syscalls.
@@ -106,7 +108,7 @@ def build(profile: Profile, spec: Spec, log: Logger) -> Filter:
             pass
     unknown: set[str] = set()
     for rule in profile.rules:
-        _add_rule(result, spec, rule, default, unknown, log)
+        _add_rule(result, spec, rule, default, unknown, log, warnings if warnings is not None else [])
     return result
 
 
@@ -140,7 +142,9 @@ def _set_flags(result: Filter, spec: Spec, flags: list[str] | None) -> None:
             ) from None
 
 
-def _add_rule(result: Filter, spec: Spec, rule: Rule, default: int, unknown: set[str], log: Logger) -> None:
+def _add_rule(
+    result: Filter, spec: Spec, rule: Rule, default: int, unknown: set[str], log: Logger, warnings: list[str]
+) -> None:
     action = action_value(rule.action, rule.errno_ret)
     if action == default:
         return  # redundant, and libseccomp refuses it
@@ -148,7 +152,8 @@ def _add_rule(result: Filter, spec: Spec, rule: Rule, default: int, unknown: set
     if number == -1:  # __NR_SCMP_ERROR; other negative numbers are libseccomp's pseudo-syscalls
         if rule.name not in unknown:
             unknown.add(rule.name)
-            log.warning(f"{FIELD}: unknown syscall {rule.name!r} ignored (in {rule.field}.names)")
+            warnings.append(f"{FIELD}: unknown syscall {rule.name!r} ignored (in {rule.field}.names)")
+            log.warning(warnings[-1])
         return
     conditions = [pyseccomp.Arg(index, OPERATOR_VALUES[op], a, b) for index, op, a, b in rule.args]
     indexes = [arg[0] for arg in rule.args]
@@ -171,6 +176,28 @@ def load(result: Filter, no_new_privs: bool) -> None:
                 "it needs CAP_SYS_ADMIN, which the container process no longer holds"
             ) from None
         raise OcirtError(f"loading the seccomp filter: {_reason(e)}") from None
+
+
+def compiled(result: Filter) -> tuple[bytes, int]:
+    """The BPF program libseccomp generates for ``result`` and the seccomp(2) flags its
+    load would pass (``cache``); the filter attributes map one to one onto the flags."""
+    from ocirt.plugins.seccomp.cache import FLAG_BITS
+
+    flags = 0
+    for name, bit in FLAG_BITS.items():
+        try:
+            if result.get_attr(FLAG_ATTRS[name]):
+                flags |= bit
+        except OSError:  # an attribute this libseccomp does not have is not set
+            pass
+    fd = os.memfd_create("ocirt-seccomp-bpf", os.MFD_CLOEXEC)
+    with os.fdopen(fd, "w+b") as f:
+        try:
+            result.export_bpf(f)
+        except OSError as e:
+            raise OcirtError(f"seccomp: exporting the filter: {_reason(e)}") from None
+        f.seek(0)
+        return f.read(), flags
 
 
 def notify_fd(result: Filter) -> int:

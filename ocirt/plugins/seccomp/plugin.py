@@ -20,7 +20,8 @@ inherits it), and loaded at one of three points, the latest that works:
 
 pyseccomp is imported only for a spec with ``linux.seccomp`` (and by
 ``ocirt features``), in the runtime, before any fork: after pivot_root the
-init cannot import.
+init cannot import. A profile seen before is not even compiled again: its
+program is kept (``cache``) and loaded with one ``seccomp(2)`` call.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ocirt.core.context import Container
+    from ocirt.plugins.seccomp.cache import Program
     from ocirt.plugins.seccomp.libseccomp import Filter
     from ocirt.plugins.seccomp.profile import Profile
 
@@ -43,9 +45,9 @@ REQUEST = "seccomp-notify"
 
 
 class Pending:
-    """A built filter waiting in the init for its load point."""
+    """A built filter (SCMP_ACT_NOTIFY) or compiled program waiting in the init for its load point."""
 
-    def __init__(self, built: Filter, point: str, profile: Profile, no_new_privs: bool) -> None:
+    def __init__(self, built: Filter | Program, point: str, profile: Profile, no_new_privs: bool) -> None:
         self.filter = built
         self.point = point
         self.profile = profile
@@ -85,21 +87,37 @@ def ocirt_features(container: Container | None) -> dict[str, Any]:
 @hookimpl
 def ocirt_validate(container: Container) -> None:
     spec = container.require_spec()
-    if spec.section("linux.seccomp") is None:
+    section = spec.section("linux.seccomp")
+    if section is None:
         return
     from ocirt.plugins.seccomp import profile as profile_mod
 
     profile = profile_mod.parse(spec)
     if profile is None:
         return
+    process = spec.process
+    no_new_privs = bool(process and process.get("noNewPrivileges"))
+    point = load_point(process, profile.notify)
+    if not profile.notify:
+        from ocirt.plugins.seccomp import cache
+
+        program = cache.lookup(section)
+        if program is not None:
+            for warning in program.unknown:
+                container.log.warning(warning)
+            container.local[LOCAL] = Pending(program, point, profile, no_new_privs)
+            return
     try:
         from ocirt.plugins.seccomp import libseccomp
     except (ImportError, OSError, RuntimeError) as e:
         raise spec.error("linux.seccomp", f"libseccomp is not usable here: {e}") from None
-    built = libseccomp.build(profile, spec, container.log)
-    process = spec.process
-    no_new_privs = bool(process and process.get("noNewPrivileges"))
-    container.local[LOCAL] = Pending(built, load_point(process, profile.notify), profile, no_new_privs)
+    warnings: list[str] = []
+    built: Filter | Program = libseccomp.build(profile, spec, container.log, warnings)
+    if not profile.notify:
+        bpf, flags = libseccomp.compiled(built)
+        cache.store(section, bpf, flags, warnings)
+        built = cache.Program(bpf, flags, warnings)  # the same load path as later containers
+    container.local[LOCAL] = Pending(built, point, profile, no_new_privs)
 
 
 @hookimpl(trylast=True)
@@ -120,6 +138,9 @@ def ocirt_before_exec(container: Container) -> None:
 def _load_at(container: Container, point: str) -> None:
     pending: Pending | None = container.local.get(LOCAL)
     if pending is None or pending.point != point:
+        return
+    if not pending.profile.notify:
+        pending.filter.load(pending.no_new_privs)  # a cache.Program
         return
     from ocirt.plugins.seccomp import libseccomp  # loaded by ocirt_validate
 
