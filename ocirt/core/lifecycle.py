@@ -226,7 +226,7 @@ class Runtime:
                     f"cannot start container {container_id!r}: its config.json has no process "
                     "(the spec requires process at start)"
                 )
-            _release_init(state)
+            _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
             os.unlink(state.fifo)
             state.data["status"] = RUNNING
             self.store.save(state)
@@ -687,11 +687,13 @@ def _make_fifo(path: str) -> int:
     return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
-def _release_init(state: ContainerState) -> None:
+def _release_init(state: ContainerState, wait_exec: bool) -> None:
     """Open the fifo (which unblocks init) and read its byte; fail if init dies.
 
-    Then wait for EOF: the init holds the write end until it execs the user
-    process (or exits), so poststart hooks run after the exec, as the spec asks.
+    With ``wait_exec``, then wait for EOF: the init holds the write end until it
+    execs the user process (or exits), so poststart hooks run after the exec, as
+    the spec asks. Without poststart hooks nobody needs to wait for that, as
+    with runc, whose ``start`` returns once the init is released.
     """
     import select
 
@@ -704,6 +706,8 @@ def _release_init(state: ContainerState) -> None:
         while True:
             if poller.poll(20):
                 if os.read(fd, 1):
+                    if not wait_exec:
+                        return
                     released = True
                 elif released:
                     return
