@@ -231,30 +231,39 @@ def unmount_under(path: str) -> None:
         subprocess.run(["umount", "-l", point], stderr=subprocess.DEVNULL, check=False)
 
 
-def engine_cgroups() -> list[Path]:
-    """Cgroup directories below CGROUP_PREFIX in every hierarchy, deepest first."""
+def engine_cgroups(below: str = "") -> list[Path]:
+    """Cgroup directories below CGROUP_PREFIX (or CGROUP_PREFIX/``below``), deepest first."""
     found: list[Path] = []
     for hierarchy in CGROUP_ROOT.iterdir():
-        top = hierarchy / CGROUP_PREFIX
+        top = hierarchy / CGROUP_PREFIX / below if below else hierarchy / CGROUP_PREFIX
         if top.is_dir():
             found.extend(p for p in top.rglob("*") if p.is_dir())
             found.append(top)
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
-def remove_engine_cgroups(timeout: float = 10) -> list[Path]:
-    """Remove the engines' test cgroups (their processes are gone by then); those left."""
+def remove_engine_cgroups(timeout: float = 10, below: str = "") -> list[Path]:
+    """Remove the engines' test cgroups (their processes are gone by then); those left.
+
+    With ``below``, only CGROUP_PREFIX/``below`` (one engine's part), so an engine
+    tested at the same time keeps its cgroups; CGROUP_PREFIX itself goes once empty.
+    """
     deadline = time.monotonic() + timeout
     while True:
         left = []
-        for path in engine_cgroups():
+        for path in engine_cgroups(below):
             try:
                 path.rmdir()
             except OSError:
                 left.append(path)
         if not left or time.monotonic() > deadline:
-            return left
+            break
         time.sleep(0.2)
+    if below:
+        for hierarchy in CGROUP_ROOT.iterdir():
+            with contextlib.suppress(OSError):
+                (hierarchy / CGROUP_PREFIX).rmdir()
+    return left
 
 
 def remove_tree(path: Path) -> None:
@@ -264,17 +273,18 @@ def remove_tree(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def cleanup_after(path: Path) -> Iterator[None]:
+def cleanup_after(path: Path, cgroups_below: str = "") -> Iterator[None]:
     """Leave nothing of an engine session behind: processes, mounts, cgroups, files.
 
     Processes are found by the session's private directory in their command
     line (conmon, shims, daemons), so only what the test started is killed.
+    ``cgroups_below`` limits the cgroup cleanup to CGROUP_PREFIX/``cgroups_below``.
     """
     try:
         yield
     finally:
         kill_pids(processes_under(str(path)))
-        left = remove_engine_cgroups()
+        left = remove_engine_cgroups(below=cgroups_below)
         remove_tree(path)
         assert not mounts_under(str(path)), f"mounts left under {path}"
         assert not left, f"cgroups left: {left}"
