@@ -1,0 +1,1 @@
+"""The ``network`` plugin: loopback's company. See ``plugin.py`` for the map."""
