@@ -31,8 +31,10 @@ apt_install() {
 
 # busybox-static: demo/test rootfs; runc: reference runtime for benchmarks;
 # libseccomp2: seccomp filters; iproute2, util-linux: ip, nsenter, unshare...;
-# qemu-system-x86: the pure cgroup v2 guest tests/vm/v2vm.py boots for tests/test_v2vm.py
-apt_install busybox-static runc libseccomp2 iproute2 util-linux qemu-system-x86
+# qemu-system-x86: the pure cgroup v2 guest tests/vm/v2vm.py boots for tests/test_v2vm.py;
+# nftables, containernetworking-plugins: the network plugin's ports/NAT and CNI mode
+apt_install busybox-static runc libseccomp2 iproute2 util-linux qemu-system-x86 \
+  nftables containernetworking-plugins
 
 # The engines tests/engines drives ocirt with (their daemons are started by the
 # tests, never by the packages): without systemd, a package's postinst would
@@ -54,6 +56,11 @@ for pkg in "${engines[@]}"; do
   fi
   break
 done
+
+# criu for `ocirt checkpoint`/`restore`: Debian 12's criu fails on recent
+# kernels, so a newer one is unpacked privately into /opt/ocirt-criu (nothing
+# of the host's is upgraded). Idempotent: a working install is kept.
+scripts/install-criu.sh >/dev/null
 
 # The venv is built from Debian's own Python 3.11 (python3-venv): it is built
 # with PGO and LTO and starts in about 9 ms against 11-15 ms for a pyenv build,

@@ -116,3 +116,27 @@ def test_process_features_imported_when_used(ocirt: Ocirt, warm: Bundle) -> None
     warm.write(args=["true"])
     found = imported(ocirt, "run", "--bundle", str(warm.path), "imp6") & PROCESS_EXTRAS
     assert found == {"ocirt.plugins.process.attrs"}
+
+
+def test_plain_container_never_imports_pyroute2(ocirt: Ocirt, warm: Bundle) -> None:
+    """The network plugin is loaded for every container, but netlink only for one that asks."""
+    warm.write(args=["sleep", "30"])
+    created = imported(ocirt, "create", "--bundle", str(warm.path), "imp7")
+    deleted = imported(ocirt, "delete", "--force", "imp7")
+    assert "ocirt.plugins.network.plugin" in created
+    assert not {m for m in created | deleted if m.split(".")[0] == "pyroute2"}
+    assert not {m for m in created if m.startswith("ocirt.plugins.network.") and not m.endswith(".plugin")}
+    # It withdrew from delete: not even its module is loaded there.
+    assert "ocirt.plugins.network.plugin" not in deleted
+
+
+def test_bridge_container_imports_pyroute2(ocirt: Ocirt, warm: Bundle) -> None:
+    """The check above can fail: ``run --network bridge`` imports pyroute2 (and cleans up)."""
+    warm.config["annotations"] = {
+        "org.ocirt.network.bridge": "ocirtt90",
+        "org.ocirt.network.subnet": "10.231.90.0/24",
+    }
+    warm.write(args=["true"])
+    found = imported(ocirt, "run", "--network", "bridge", "--bundle", str(warm.path), "imp8")
+    assert "pyroute2" in found
+    assert not Path("/sys/class/net/ocirtt90").exists()

@@ -45,6 +45,7 @@ def _normalize(args: list[str]) -> list[str]:
     known = long_option_names() | {"--no-subreaper", "--format", "--quiet", "--version", "--help"}
     known |= {f for f in EXEC_VALUE_OPTIONS if f.startswith("--")}
     known |= {"--tty", "--detach", "--no-new-privs", "--ignore-paused"}
+    known |= CHECKPOINT_OPTIONS
     out: list[str] = []
     for i, arg in enumerate(args):
         if arg == "--":
@@ -60,6 +61,14 @@ def _normalize(args: list[str]) -> list[str]:
         out.append(arg)
     return out
 
+
+#: checkpoint's and restore's long options (containerd sends them Go-style: ``-work-path``).
+CHECKPOINT_OPTIONS = frozenset({
+    "--image-path", "--work-path", "--parent-path", "--leave-running", "--tcp-established",
+    "--ext-unix-sk", "--shell-job", "--lazy-pages", "--status-fd", "--page-server", "--file-locks",
+    "--pre-dump", "--manage-cgroups-mode", "--empty-ns", "--auto-dedup", "--bundle", "--pid-file",
+    "--console-socket", "--no-pivot",
+})  # fmt: skip
 
 #: exec's options that take a value: what tells the id from an option's value.
 EXEC_VALUE_OPTIONS = frozenset({

@@ -114,10 +114,14 @@ def run(
     no_subreaper: Annotated[
         bool, typer.Option("--no-subreaper", help="Accepted for runc compatibility; has no effect.")
     ] = False,
+    network: Annotated[
+        str | None,
+        typer.Option("--network", help="bridge, cni:NAME or none (the org.ocirt.network annotation)."),
+    ] = None,
 ) -> None:
     """Create and start a container; in the foreground, exit with its status."""
     _exit(commands.run(ctx.obj, container_id, bundle, console_socket, pid_file, no_pivot,
-                       no_new_keyring, preserve_fds, detach, keep, no_subreaper))  # fmt: skip
+                       no_new_keyring, preserve_fds, detach, keep, no_subreaper, network))  # fmt: skip
 
 
 @app.command()
@@ -257,14 +261,6 @@ def events(
     _exit(commands.events(ctx.obj, container_id, stats, interval))
 
 
-def _unsupported(name: str, summary: str) -> None:
-    def command(ctx: typer.Context) -> None:
-        _exit(commands.not_supported(name))
-
-    command.__doc__ = f"{summary} (not supported yet)."
-    app.command(name, context_settings=_PASSTHROUGH)(command)
-
-
 @app.command("exec", context_settings={"allow_interspersed_args": False})
 def exec_(
     ctx: typer.Context,
@@ -300,8 +296,90 @@ def exec_(
                          preserve_fds, ignore_paused))  # fmt: skip
 
 
-for _name, _summary in {
-    "checkpoint": "Checkpoint a running container with CRIU",
-    "restore": "Restore a container from a checkpoint",
-}.items():
-    _unsupported(_name, _summary)
+ImagePath = Annotated[
+    str | None, _opt("--image-path", "Directory of the criu images [default: ./checkpoint].")
+]
+WorkPath = Annotated[str | None, _opt("--work-path", "Directory for criu's logs [default: the image path].")]
+TcpEstablished = Annotated[bool, typer.Option("--tcp-established", help="Allow open TCP connections.")]
+ExtUnixSk = Annotated[bool, typer.Option("--ext-unix-sk", help="Allow external unix sockets.")]
+ShellJob = Annotated[bool, typer.Option("--shell-job", help="Allow shell jobs.")]
+FileLocks = Annotated[bool, typer.Option("--file-locks", help="Handle file locks, for safety.")]
+CgroupsMode = Annotated[
+    str | None, _opt("--manage-cgroups-mode", "cgroups mode: soft (default), full, strict or ignore.")
+]
+EmptyNs = Annotated[str | None, _opt("--empty-ns", "Create a namespace, but don't restore its properties.")]
+AutoDedup = Annotated[bool, typer.Option("--auto-dedup", help="Enable auto deduplication of memory images.")]
+LazyPages = Annotated[bool, typer.Option("--lazy-pages", help="Restore memory pages lazily (userfaultfd).")]
+
+ParentPath = Annotated[str | None, _opt("--parent-path", "Earlier images, relative to --image-path.")]
+LeaveRunning = Annotated[bool, typer.Option("--leave-running", help="Keep the container running.")]
+StatusFd = Annotated[int | None, _opt("--status-fd", "criu writes \\0 here once lazy pages are served.")]
+
+
+@app.command()
+def checkpoint(
+    ctx: typer.Context,
+    container_id: Id,
+    image_path: ImagePath = None,
+    work_path: WorkPath = None,
+    parent_path: Annotated[
+        str | None, _opt("--parent-path", "Earlier images, relative to --image-path.")
+    ] = None,
+    leave_running: Annotated[
+        bool, typer.Option("--leave-running", help="Keep the container running.")
+    ] = False,
+    tcp_established: TcpEstablished = False,
+    ext_unix_sk: ExtUnixSk = False,
+    shell_job: ShellJob = False,
+    lazy_pages: LazyPages = False,
+    status_fd: Annotated[
+        int | None, _opt("--status-fd", "criu writes \\0 here once lazy pages are served.")
+    ] = None,
+    page_server: Annotated[str | None, _opt("--page-server", "ADDRESS:PORT of the page server.")] = None,
+    file_locks: FileLocks = False,
+    pre_dump: Annotated[bool, typer.Option("--pre-dump", help="Dump memory only, leave running.")] = False,
+    manage_cgroups_mode: CgroupsMode = None,
+    empty_ns: EmptyNs = None,
+    auto_dedup: AutoDedup = False,
+) -> None:
+    """Checkpoint a running container with CRIU (it is deleted unless --leave-running)."""
+    _exit(commands.checkpoint(
+        ctx.obj, container_id, image_path=image_path, work_path=work_path, parent_path=parent_path,
+        leave_running=leave_running, tcp_established=tcp_established, ext_unix_sk=ext_unix_sk,
+        shell_job=shell_job, lazy_pages=lazy_pages, status_fd=status_fd, page_server=page_server,
+        file_locks=file_locks, pre_dump=pre_dump, manage_cgroups_mode=manage_cgroups_mode,
+        empty_ns=empty_ns, auto_dedup=auto_dedup,
+    ))  # fmt: skip
+
+
+@app.command()
+def restore(
+    ctx: typer.Context,
+    container_id: Id,
+    image_path: ImagePath = None,
+    work_path: WorkPath = None,
+    tcp_established: TcpEstablished = False,
+    ext_unix_sk: ExtUnixSk = False,
+    shell_job: ShellJob = False,
+    file_locks: FileLocks = False,
+    manage_cgroups_mode: CgroupsMode = None,
+    bundle: Bundle = ".",
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Return once restored.")] = False,
+    pid_file: PidFile = None,
+    no_subreaper: Annotated[
+        bool, typer.Option("--no-subreaper", help="In the foreground, do not become a subreaper.")
+    ] = False,
+    no_pivot: NoPivot = False,
+    empty_ns: EmptyNs = None,
+    auto_dedup: AutoDedup = False,
+    lazy_pages: LazyPages = False,
+    console_socket: ConsoleSocket = None,
+) -> None:
+    """Restore a container from a checkpoint; in the foreground, exit with its status."""
+    _exit(commands.restore(
+        ctx.obj, container_id, bundle, image_path=image_path, work_path=work_path,
+        tcp_established=tcp_established, ext_unix_sk=ext_unix_sk, shell_job=shell_job,
+        file_locks=file_locks, manage_cgroups_mode=manage_cgroups_mode, detach=detach,
+        pid_file=pid_file, no_subreaper=no_subreaper, no_pivot=no_pivot, empty_ns=empty_ns,
+        auto_dedup=auto_dedup, lazy_pages=lazy_pages, console_socket=console_socket,
+    ))  # fmt: skip

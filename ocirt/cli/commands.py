@@ -88,6 +88,7 @@ def run(
     detach: bool = False,
     keep: bool = False,
     no_subreaper: bool = False,
+    network: str | None = None,
 ) -> int:
     """create + start; in the foreground, wait and return the container's status.
 
@@ -95,6 +96,8 @@ def run(
     the subreaper to learn the exit status of an init its setup child forked.
     In the foreground with ``process.terminal`` and no ``--console-socket``, the
     container's terminal is relayed to the caller's (``ocirt.cli.console``).
+    ``--network MODE`` (``bridge``, ``cni:NAME``, ``none``) is the network plugin's
+    ``org.ocirt.network`` annotation from the command line; runc has no such flag.
     """
     from ocirt.core import syscalls
 
@@ -112,6 +115,7 @@ def run(
         ctx = _create(
             g, container_id, bundle, detach, console_socket=console_socket, pid_file=pid_file,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
+            **({"network": network} if network else {}),
         )  # fmt: skip
         runtime = g.runtime()
         try:
@@ -551,5 +555,42 @@ def exec_(
     return relay.run(ctx.exec_pid) if relay else runtime.wait(ctx.exec_pid)
 
 
-def not_supported(command: str) -> int:
-    raise NotSupported(f"{command}: not supported yet by this version of ocirt")
+# ------------------------------------------------------- checkpoint and restore
+# Both belong to a plugin (checkpoint, through CRIU): checkpoint goes through
+# ``ocirt_command`` like pause; restore is create's sibling in the kernel
+# (``Runtime.restore`` and the ``ocirt_restore`` hook).
+
+
+def checkpoint(g: Globals, container_id: str, **options: object) -> int:
+    """Dump the container; then delete it unless it was left running, as runc does."""
+    status = _command(g, container_id, "checkpoint", {"criu": g.criu, **options})
+    if status == 0 and not (options.get("leave_running") or options.get("pre_dump")):
+        # criu killed the processes; delete waits for the init to be gone, then
+        # releases its cgroup, runs poststop hooks, drops the state.
+        g.runtime().delete(container_id, force=True)
+    return status
+
+
+def restore(
+    g: Globals,
+    container_id: str,
+    bundle: str = ".",
+    detach: bool = False,
+    no_subreaper: bool = False,
+    **options: object,
+) -> int:
+    """Restore a checkpoint as container ``container_id``; in the foreground, wait for it as ``run``."""
+    from ocirt.core import plugins, syscalls
+
+    if not detach and not no_subreaper:
+        # The restored init is criu's child; when criu exits it comes to us.
+        syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
+    refs = plugins.select(g.add_plugins, g.drop_plugins)
+    runtime = g.runtime()
+    ctx = runtime.restore(container_id, bundle, refs, {**g.plugin_options(), **options, "detach": detach})
+    if detach:
+        return 0
+    try:
+        return runtime.wait(ctx.init_pid)
+    finally:
+        runtime.delete(container_id, force=True)

@@ -45,6 +45,7 @@ COMMANDS: dict[str, tuple[dict[str, tuple[str, bool, bool]], tuple[str, ...]]] =
             "-d": ("detach", False, False),
             "--keep": ("keep", False, False),
             "--no-subreaper": ("no_subreaper", False, False),
+            "--network": ("network", True, False),
         },
         ("container_id",),
     ),

@@ -256,6 +256,26 @@ def ocirt_command(container: Container, command: str, options: dict[str, Any]) -
 
 
 # --------------------------------------------------------------------------
+# restore: runtime process, instead of the fork of create
+# --------------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def ocirt_restore(container: Container) -> int | None:
+    """Bring the container's processes back from a checkpoint; return the init's host pid.
+
+    Runtime process, called by ``restore`` where ``create`` forks: the state
+    directory is reserved, ``ocirt_validate`` and ``ocirt_prepare_host`` have
+    run (the cgroup exists), ``container.options`` holds the command's options
+    (``image_path``...). Once the restored init exists with its namespaces and
+    before it runs, set ``container.init_pid`` and call
+    ``container.local["hooks"].ocirt_configure_from_host(container=container)``
+    (prestart/createRuntime hooks, host-side work). The kernel then records
+    the container as ``running``; on failure it rolls back as for ``create``.
+    """
+
+
+# --------------------------------------------------------------------------
 # delete (and the rollback of a failed create)
 # --------------------------------------------------------------------------
 

@@ -21,6 +21,10 @@ create::
     state "created", pid file, exit
 
 start opens exec.fifo; init runs ``ocirt_start_container`` and execs.
+
+restore runs create's validate and prepare_host, then ``ocirt_restore`` (a plugin brings
+the processes back and returns the init's pid) where create forks; the state is then
+``running``.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ocirt import OCI_VERSION
 from ocirt.core import plugins, trace
 from ocirt.core import spec as spec_mod
 from ocirt.core.context import Container
-from ocirt.core.errors import ContainerNotFound, OcirtError
+from ocirt.core.errors import ContainerNotFound, NotSupported, OcirtError
 from ocirt.core.state import (
     CREATED,
     CREATING,
@@ -100,6 +104,69 @@ class Runtime:
         self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
     ) -> Container:
         """Create a container and leave its init waiting on exec.fifo."""
+        ctx = self._new(container_id, bundle, refs, options)
+        state = ctx.state
+        hooks = None
+        try:
+            with self.store.lock(container_id):
+                self.store.save(state)
+                hooks = self.hooks(list(refs))
+                ctx.local["hooks"] = hooks
+                self._validate(ctx, hooks)
+                fifo_fd = _make_fifo(state.fifo)
+                hooks.ocirt_prepare_host(container=ctx)
+                self._fork_and_drive(ctx, hooks, fifo_fd)
+                state.data.update(
+                    status=CREATED, pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid)
+                )
+                self.store.save(state)
+                if options.get("pid_file"):
+                    write_pid_file(options["pid_file"], ctx.init_pid)
+        except BaseException:
+            self._rollback(ctx, hooks)
+            raise
+        return ctx
+
+    def restore(
+        self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
+    ) -> Container:
+        """Bring a checkpointed container back as a running container (``ocirt restore``).
+
+        create's steps up to the host resources, then ``ocirt_restore`` where create
+        forks: a plugin (checkpoint) makes the processes and returns the init's pid.
+        There is no exec.fifo and no ``created`` state: the processes were running.
+        """
+        ctx = self._new(container_id, bundle, refs, options)
+        state = ctx.state
+        hooks = None
+        try:
+            with self.store.lock(container_id):
+                self.store.save(state)
+                hooks = self.hooks(list(refs))
+                ctx.local["hooks"] = hooks
+                self._validate(ctx, hooks)
+                hooks.ocirt_prepare_host(container=ctx)
+                started = time.time()
+                pid = hooks.ocirt_restore(container=ctx)
+                trace.record("restore.processes", "kernel", started)
+                if not pid:
+                    raise NotSupported(f"restore: no loaded plugin restores containers (plugins: "
+                                       f"{', '.join(r.name for r in refs)})")  # fmt: skip
+                ctx.init_pid = int(pid)
+                start = process_start_time(ctx.init_pid)
+                state.data.update(status=RUNNING, pid=ctx.init_pid, init_start=start)
+                self.store.save(state)
+                if options.get("pid_file"):
+                    write_pid_file(options["pid_file"], ctx.init_pid)
+        except BaseException:
+            self._rollback(ctx, hooks)
+            raise
+        return ctx
+
+    def _new(
+        self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
+    ) -> Container:
+        """A container in state ``creating``, its directory reserved (not saved yet)."""
         spec = spec_mod.load(bundle)
         directory = self.store.reserve(container_id)
         state = ContainerState(
@@ -118,32 +185,17 @@ class Runtime:
             },
             directory,
         )
-        ctx = Container(container_id, spec, state, self.log, options)
-        hooks = None
-        try:
-            with self.store.lock(container_id):
-                self.store.save(state)
-                hooks = self.hooks(list(refs))
-                ctx.local["hooks"] = hooks
-                state.data["hooks"] = hooks.implemented()
-                hooks.ocirt_validate(container=ctx)
-                if ctx.withdrawn:
-                    state.data["skip"] = hooks.withdrawn(ctx.withdrawn)
-                    hooks.skip(state.data["skip"])
-                    state.data["hooks"] = hooks.implemented()
-                fifo_fd = _make_fifo(state.fifo)
-                hooks.ocirt_prepare_host(container=ctx)
-                self._fork_and_drive(ctx, hooks, fifo_fd)
-                state.data.update(
-                    status=CREATED, pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid)
-                )
-                self.store.save(state)
-                if options.get("pid_file"):
-                    write_pid_file(options["pid_file"], ctx.init_pid)
-        except BaseException:
-            self._rollback(ctx, hooks)
-            raise
-        return ctx
+        return Container(container_id, spec, state, self.log, options)
+
+    def _validate(self, ctx: Container, hooks: Hooks) -> None:
+        """Every plugin checks its part; what plugins withdrew from is recorded."""
+        state = ctx.state
+        state.data["hooks"] = hooks.implemented()
+        hooks.ocirt_validate(container=ctx)
+        if ctx.withdrawn:
+            state.data["skip"] = hooks.withdrawn(ctx.withdrawn)
+            hooks.skip(state.data["skip"])
+            state.data["hooks"] = hooks.implemented()
 
     def _fork_and_drive(self, ctx: Container, hooks: Hooks, fifo_fd: int) -> None:
         runtime_end, child_end = channel_pair()

@@ -40,6 +40,8 @@ BUILTIN: dict[str, str] = {
     "terminal": "ocirt.plugins.terminal.plugin",
     "cgroups": "ocirt.plugins.cgroups.plugin",
     "hooks": "ocirt.plugins.hooks.plugin",
+    "network": "ocirt.plugins.network.plugin",
+    "checkpoint": "ocirt.plugins.checkpoint.plugin",
 }
 
 #: The kernel's own: without them no container can start, so they cannot be disabled.

@@ -103,6 +103,10 @@ def ocirt_finalize_process(container: Container) -> None:
     process = container.require_spec().process
     if process is None:
         return
+    if not container.exec_target and os.getsid(0) != os.getpid():
+        # As runc: the init leads a session of its own, not the caller's (a
+        # checkpoint cannot take a session whose leader is outside the container).
+        os.setsid()
     _apply_rlimits(process.get("rlimits") or [])
     if ATTRS in container.local:
         from ocirt.plugins.process import attrs  # loaded by ocirt_validate
