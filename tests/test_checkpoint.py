@@ -1,7 +1,7 @@
 """Checkpoint and restore with CRIU: real containers, real criu, side by side with runc.
 
-criu comes from ``scripts/install-criu.sh`` (trixie's criu 4.1.1 unpacked into
-/opt/ocirt-criu: Debian 12's fails on this kernel); the fixture runs it if
+criu comes from ``scripts/install-criu.sh`` (criu 4.2 from Debian unstable, or
+trixie's 4.1.1, unpacked into /opt/ocirt-criu: Debian 12's fails on this kernel); the fixture runs it if
 needed, as ``scripts/setup.sh`` does. A checkpointed container's stdio must be
 pipes, so containers here are started with pipes the test holds.
 """
@@ -287,7 +287,7 @@ def test_established_tcp_connection_survives(
         ocirt("delete", "--force", cid, check=True)
         first.close()
         reason = (
-            "criu 4.1.1 cannot dump inet sockets on kernels >= 6.16 (SO_PASSCRED is refused on "
+            "criu < 4.2 cannot dump inet sockets on kernels >= 6.16 (SO_PASSCRED is refused on "
             "them; fixed in criu 4.2, checkpoint-restore/criu#2705): " + dumped.stderr.strip()
         )
         print("\n" + reason)
