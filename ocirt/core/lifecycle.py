@@ -54,6 +54,7 @@ from ocirt.core.sync import Channel, channel_pair
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Any
 
     from ocirt.core.hookplan import Hooks
@@ -499,22 +500,42 @@ def _next_message(ctx: Container, hooks: Hooks, chan: Channel, child_pid: int, d
 
 
 def _setup_child(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
-    """The forked child: enter namespaces, maybe fork the init, then become it. Never returns."""
+    """create's forked child: enter the namespaces, maybe fork the init, then become it."""
+    _child(ctx, hooks, chan, hooks.ocirt_enter_namespaces, lambda: _init(ctx, hooks, chan, fifo_fd))
+
+
+def _exec_child(ctx: Container, hooks: Hooks, chan: Channel, root_fd: int) -> None:
+    """exec's forked child: join the container, take its root, shape and exec."""
+    _child(ctx, hooks, chan, hooks.ocirt_join_container, lambda: _exec_joined(ctx, hooks, chan, root_fd))
+
+
+def _child(ctx: Container, hooks: Hooks, chan: Channel, enter: Any, become: Callable[[], None]) -> None:
+    """A freshly forked child of create or exec. Never returns.
+
+    ``enter`` (the hook that enters or joins the namespaces) runs as the setup
+    child; when a namespace applies only to children (pid, time), it forks once
+    more and exits, the grandchild going on. The runtime learns the pid, says
+    "continue", and ``become`` makes the container process (it execs). Errors
+    go to the runtime while it listens, else to the container's stderr.
+    """
     code = 1
     try:
         ctx.role, ctx.channel = "setup", chan
         trace.set_role("setup")
         _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        hooks.ocirt_enter_namespaces(container=ctx)
+        enter(container=ctx)
         if ctx.fork_init:
-            init_pid = os.fork()
-            if init_pid:
-                chan.send(type="pid", pid=init_pid)
+            pid = os.fork()
+            if pid:
+                chan.send(type="pid", pid=pid)
                 code = 0
                 return
         else:
             chan.send(type="pid", pid=None)  # the runtime knows it: it forked us
-        _init(ctx, hooks, chan, fifo_fd)
+        ctx.role = "init"
+        trace.set_role("init")
+        chan.expect("continue")  # the pid first: the runtime must know whom it waits for
+        become()
     except BaseException as e:
         try:
             chan.send(error=error_text(e))
@@ -525,9 +546,6 @@ def _setup_child(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> N
 
 
 def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
-    ctx.role = "init"
-    trace.set_role("init")
-    chan.expect("continue")
     spec = ctx.require_spec()
     hooks.ocirt_setup_rootfs(container=ctx)
     hooks.ocirt_create_container(container=ctx)
@@ -537,9 +555,7 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     hooks.ocirt_finalize_process(container=ctx)
     process = spec.process
     executable = find_executable(process) if process else ""
-    chan.send(type="ready")
-    chan.close()
-    ctx.channel = None
+    _ready(ctx, chan)
     # Blocks until `start` opens the fifo for reading. The write end stays open
     # (close-on-exec): `start` sees EOF once the user process runs, as with runc.
     fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
@@ -547,67 +563,47 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     os.close(fifo_fd)
     if process is None:
         raise OcirtError("config.json has no process")
+    _exec_user_process(ctx, hooks, process, executable, hooks.ocirt_start_container)
+
+
+def _exec_joined(ctx: Container, hooks: Hooks, chan: Channel, root_fd: int) -> None:
+    os.fchdir(root_fd)
+    os.chroot(".")
+    os.close(root_fd)
+    os.chdir("/")
+    hooks.ocirt_finalize_process(container=ctx)
+    process = ctx.require_spec().process or {}
+    executable = find_executable(process)
+    _ready(ctx, chan)
+    _exec_user_process(ctx, hooks, process, executable)
+
+
+def _ready(ctx: Container, chan: Channel) -> None:
+    """Tell the runtime the process is ready; from here on nobody listens on the channel."""
+    chan.send(type="ready")
+    chan.close()
+    ctx.channel = None
+
+
+def _exec_user_process(
+    ctx: Container, hooks: Hooks, process: dict[str, Any], executable: str, starting: Any = None
+) -> None:
+    """The last steps before the user's program (``starting``: create's
+    ``ocirt_start_container``), then execve. Never returns."""
     _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
     # Python ignores SIGPIPE and SIGXFSZ; an ignored signal survives execve, and
     # `yes | head` in the container would then never end on EPIPE.
     for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
         _signal.signal(sig, _signal.SIG_DFL)
     env = dict(e.split("=", 1) for e in process.get("env") or [])
-    hooks.ocirt_start_container(container=ctx)
+    if starting is not None:
+        starting(container=ctx)
     hooks.ocirt_before_exec(container=ctx)
     try:
         os.execve(executable, process["args"], env)
     except OSError as e:
         os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
         os._exit(127 if e.errno == 2 else 126)
-
-
-def _exec_child(ctx: Container, hooks: Hooks, chan: Channel, root_fd: int) -> None:
-    """The child of ``exec``: join the container, take its root, shape and exec. Never returns."""
-    code = 1
-    try:
-        ctx.role, ctx.channel = "setup", chan
-        trace.set_role("setup")
-        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
-        hooks.ocirt_join_container(container=ctx)
-        if ctx.fork_init:
-            pid = os.fork()
-            if pid:
-                chan.send(type="pid", pid=pid)
-                code = 0
-                return
-        else:
-            chan.send(type="pid", pid=None)
-        ctx.role = "init"
-        trace.set_role("init")
-        chan.expect("continue")  # the pid first: the runtime must know whom it waits for
-        os.fchdir(root_fd)
-        os.chroot(".")
-        os.close(root_fd)
-        os.chdir("/")
-        hooks.ocirt_finalize_process(container=ctx)
-        process = ctx.require_spec().process or {}
-        executable = find_executable(process)
-        chan.send(type="ready")
-        chan.close()
-        ctx.channel = None
-        _close_extra_fds(3 + int(ctx.options.get("preserve_fds") or 0))
-        for sig in (_signal.SIGPIPE, _signal.SIGXFSZ):
-            _signal.signal(sig, _signal.SIG_DFL)
-        env = dict(e.split("=", 1) for e in process.get("env") or [])
-        hooks.ocirt_before_exec(container=ctx)
-        try:
-            os.execve(executable, process["args"], env)
-        except OSError as e:
-            os.write(2, f"ocirt: exec {executable}: {(e.strerror or str(e)).lower()}\n".encode())
-            code = 127 if e.errno == 2 else 126
-    except BaseException as e:
-        try:
-            chan.send(error=error_text(e))
-        except OSError:
-            os.write(2, f"ocirt: {error_text(e)}\n".encode())
-    finally:
-        os._exit(code)
 
 
 def exec_process(base: dict[str, Any] | None, overrides: dict[str, Any]) -> dict[str, Any]:
