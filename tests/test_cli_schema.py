@@ -33,6 +33,10 @@ HANDLERS = {
     "state": commands.state,
     "kill": commands.kill,
     "delete": commands.delete,
+    "exec": commands.exec_,
+    "pause": commands.pause,
+    "resume": commands.resume,
+    "update": commands.update,
 }
 
 Table = dict[str, tuple[str, bool, bool]]
@@ -51,8 +55,13 @@ def typer_options(params: list[Any]) -> Table:
 
 
 def typer_arguments(params: list[Any]) -> tuple[str, ...]:
-    """Positional parameter names, a trailing '?' marking optional ones, as fastpath writes them."""
-    return tuple(p.name + ("" if p.required else "?") for p in params if p.param_type_name == "argument")
+    """Positional parameter names as fastpath writes them: a trailing '?' marks an optional
+    one, '*' one that takes every remaining argument."""
+    return tuple(
+        p.name + ("*" if p.nargs == -1 else "" if p.required else "?")
+        for p in params
+        if p.param_type_name == "argument"
+    )
 
 
 def is_int(param: Any) -> bool:
@@ -96,7 +105,9 @@ def test_destinations_are_handler_parameters(name: str) -> None:
     """The fast path calls ``handler(g, **options)``: every destination must be a parameter."""
     table, positionals = fastpath.COMMANDS[name]
     parameters = inspect.signature(HANDLERS[name]).parameters
-    dests = {dest for dest, _, _ in table.values()} | {p.rstrip("?") for p in positionals}
+    dests = {dest for dest, _, _ in table.values()} | {p.rstrip("?*") for p in positionals}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # **flags (update): the same-call tests below check each destination arrives
     assert dests <= set(parameters)
 
 
@@ -198,7 +209,6 @@ def test_parse_positionals() -> None:
         ["--root", "/r"],  # no command
         ["list"],  # not a fast-path command
         ["spec"],
-        ["exec", "c1", "ls"],
         ["start"],  # missing id
         ["start", "a", "b"],  # one too many
         ["kill", "c1", "9", "extra"],
@@ -239,6 +249,25 @@ SAME_CALLS = [
     ["kill", "c1", "--", "-9"],
     ["delete", "-f", "c1"],
     ["delete", "c1", "--force"],
+    ["exec", "c1", "ls", "-l", "--color"],  # options after the id belong to the command
+    ["exec", "--process", "/p.json", "--detach", "--pid-file", "/p", "c1"],  # as engines call it
+    [
+        "exec", "-t", "--console-socket=/s", "-d", "--cwd", "/w", "-e", "A=1", "--env=B=2",
+        "-u", "1:2", "-g", "3", "--additional-gids", "4", "-c", "CAP_KILL", "--cap=CAP_CHOWN",
+        "--no-new-privs", "--apparmor", "a", "--process-label", "l", "--preserve-fds", "2",
+        "--ignore-paused", "c1", "sh", "-c", "echo -n",
+    ],
+    ["exec", "c1", "--", "-x"],
+    ["pause", "c1"],
+    ["resume", "c1"],
+    ["update", "--resources", "-", "c1"],
+    ["update", "--resources=/r.json", "c1"],
+    [
+        "update", "--memory", "1m", "--memory-reservation", "2", "--memory-swap", "3",
+        "--kernel-memory", "4", "--cpu-shares", "5", "--cpu-quota", "6", "--cpu-period", "7",
+        "--cpu-burst", "8", "--cpu-rt-runtime", "9", "--cpu-rt-period", "10", "--cpuset-cpus", "0-1",
+        "--cpuset-mems", "0", "--pids-limit", "11", "--blkio-weight", "500", "c1",
+    ],
 ]  # fmt: skip
 
 
@@ -258,10 +287,12 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, dict[str, Any]]]:
             bound.apply_defaults()
             arguments = dict(bound.arguments)
             arguments["g"] = _observed(arguments["g"])
+            if isinstance(arguments.get("flags"), dict):  # **flags: typer passes every unset one as None
+                arguments["flags"] = {k: v for k, v in arguments["flags"].items() if v is not None}
             seen.append((_name, arguments))
             return 0
 
-        monkeypatch.setattr(commands, name, record)
+        monkeypatch.setattr(commands, original.__name__, record)
     monkeypatch.delenv("OCIRT_TRACE", raising=False)
     return seen
 

@@ -51,12 +51,21 @@ def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> 
     seen = {"create": imported(ocirt, "create", "--bundle", str(warm.path), "imp1")}
     seen["start"] = imported(ocirt, "start", "imp1")
     seen["state"] = imported(ocirt, "state", "imp1")
+    # What engines do to a live container: exec (podman and docker healthchecks), pause, update.
+    seen["exec"] = imported(ocirt, "exec", "imp1", "true")
+    seen["pause"] = imported(ocirt, "pause", "imp1")
+    seen["resume"] = imported(ocirt, "resume", "imp1")
+    seen["update"] = imported(ocirt, "update", "--memory", "64m", "imp1")
     seen["kill"] = imported(ocirt, "kill", "imp1", "9")
     seen["delete"] = imported(ocirt, "delete", "--force", "imp1")
     assert {command: heavy(modules) for command, modules in seen.items()} == {
         "create": set(),
         "start": set(),
         "state": set(),
+        "exec": set(),
+        "pause": set(),
+        "resume": set(),
+        "update": set(),
         "kill": set(),
         "delete": set(),
     }

@@ -144,6 +144,10 @@ def main(argv: list[str] | None = None) -> int:
             "state": commands.state,
             "kill": commands.kill,
             "delete": commands.delete,
+            "exec": commands.exec_,
+            "pause": commands.pause,
+            "resume": commands.resume,
+            "update": commands.update,
         }[command]
         return handler(g, **options)  # type: ignore[arg-type]
     except OcirtError as e:

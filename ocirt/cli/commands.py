@@ -400,16 +400,16 @@ def update(g: Globals, container_id: str, resources: str | None = None, **flags:
 
     0 leaves a value alone, as docker sends 0 for whatever it does not set.
     """
-    import json
+    from ocirt.core import jsonio
 
     new: dict[str, dict[str, object]] = {}
     if resources:
         try:
             if resources == "-":
-                loaded = json.loads(sys.stdin.read())
+                loaded = jsonio.loads(sys.stdin.read())
             else:
                 with open(resources) as f:
-                    loaded = json.load(f)
+                    loaded = jsonio.loads(f.read())
         except OSError as e:
             raise OcirtError(f"--resources {resources}: {(e.strerror or str(e)).lower()}") from None
         except ValueError as e:
@@ -492,14 +492,14 @@ def exec_(
 
     runtime = g.runtime()
     if process is not None:
-        import json
+        from ocirt.core import jsonio
 
         try:
             if process == "-":
-                proc = json.load(sys.stdin)
+                proc = jsonio.loads(sys.stdin.read())
             else:
                 with open(process) as f:
-                    proc = json.load(f)
+                    proc = jsonio.loads(f.read())
         except (OSError, ValueError) as e:
             raise OcirtError(f"exec --process {process}: {e}") from None
         if not isinstance(proc, dict):
