@@ -36,6 +36,12 @@ CGROUP_PARENT_COMMANDS = {"run", "create"}
 #: Where podman puts its containers' cgroups (and conmon's), below the engines' prefix.
 CGROUP_PARENT = f"/{harness.CGROUP_PREFIX}/podman"
 
+#: criu 4.x from ``scripts/install-criu.sh`` (Debian 12's fails on this kernel). ``podman
+#: container checkpoint/restore`` look criu up on PATH, and so does runc (ocirt finds it
+#: there by itself): first on podman's and conmon's PATH, as conmon runs the runtime's restore.
+CRIU_BIN = "/opt/ocirt-criu/bin"
+PATH = f"{CRIU_BIN}:{harness.PATH}"
+
 
 def _toml_list(items: list[str]) -> str:
     return "[" + ", ".join(json.dumps(item) for item in items) + "]"
@@ -105,7 +111,7 @@ runtime_supports_json = {_toml_list(list(harness.RUNTIMES))}
 # conmon runs the exit command (``podman container cleanup``) with only these: without
 # the private configuration it would use the machine's locks and state, and ``run --rm``
 # would wait 20 s for a cleanup that never comes.
-conmon_env_vars = {_toml_list([f"PATH={harness.PATH}", *(f"{k}={v}" for k, v in conf_env.items())])}
+conmon_env_vars = {_toml_list([f"PATH={PATH}", *(f"{k}={v}" for k, v in conf_env.items())])}
 
 [engine.runtimes]
 {runtimes}
@@ -128,7 +134,7 @@ graphroot = "{d}/root"
             "XDG_RUNTIME_DIR": str(d / "run"),
             "XDG_CONFIG_HOME": str(d / "home"),
             "HOME": str(d / "home"),
-            "PATH": harness.PATH,
+            "PATH": PATH,
         }
         (d / "registries.conf").write_text("unqualified-search-registries = []\n")
 

@@ -23,6 +23,8 @@ IMAGE = harness.IMAGE
 
 #: A container that logs, answers USR1 and exits 0 on TERM (so stop and restart are quick).
 SERVICE = 'trap "echo got-usr1" USR1; trap "exit 0" TERM; echo started; while :; do sleep 0.1; done'
+#: A container that counts on its stdout, one number a line from 0.
+COUNTER = "i=0; while :; do echo $i; i=$((i+1)); sleep 0.1; done"
 
 
 @pytest.fixture(scope="session")
@@ -195,3 +197,35 @@ def test_stop(podman: PodmanSession, runtime: str) -> None:
     finally:
         harness.ok(podman.podman("rm", "-f", "-t", "0", polite, stubborn, runtime=runtime))
     assert podman.out("ps", "-aq", runtime=runtime) == ""
+
+
+@pytest.mark.parametrize("runtime", harness.runtime_params())
+def test_checkpoint_and_restore(podman: PodmanSession, runtime: str) -> None:
+    """checkpoint stops the container into an image, restore brings its processes back.
+
+    conmon gives the container the host's /dev/null as stdin, a file on a mount
+    outside the container: the runtime must dump and restore it all the same.
+    The log goes on from where it stopped: the counter is not restarted.
+    """
+    cid = podman.out("run", "-d", IMAGE, "sh", "-c", COUNTER, runtime=runtime)
+
+    def counted() -> list[int]:
+        return [int(n) for n in podman.out("logs", cid, runtime=runtime).split()]
+
+    try:
+        pid = podman.pid(cid)
+        assert wait_until(lambda: len(counted()) >= 3)
+        harness.ok(podman.podman("container", "checkpoint", cid, runtime=runtime))
+        assert podman.out("inspect", "-f", "{{.State.Status}} {{.State.Checkpointed}}", cid) == "exited true"
+        assert wait_until(lambda: not Path(f"/proc/{pid}").exists(), timeout=5)
+        before = counted()
+
+        harness.ok(podman.podman("container", "restore", cid, runtime=runtime))
+        assert podman.status(cid) == "running"
+        new_pid = podman.pid(cid)
+        assert new_pid > 0 and new_pid != pid
+        assert wait_until(lambda: len(counted()) >= len(before) + 3)
+        after = counted()
+        assert after == list(range(len(after))), f"the counter did not go on from {before[-1]}: {after}"
+    finally:
+        harness.ok(podman.podman("rm", "-f", "-t", "0", cid, runtime=runtime))

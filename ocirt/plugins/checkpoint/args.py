@@ -19,11 +19,18 @@ are the model (``libcontainer/container_linux.go``):
 * stdio: the other end of the container's pipes belongs to whoever started it
   (an engine's shim). Their names are kept in ``descriptors.json`` at dump; on
   restore the caller's own stdio are passed in their place (``--inherit-fd``).
+  A stdio that is a file on a mount the container cannot see (conmon's stdin is
+  the host's ``/dev/null``) cannot be dumped by path: criu fails with "Can't
+  lookup mount". runc never meets it, its init re-opens ``/dev/null`` in the
+  container at create (``reOpenDevNull``); ocirt's init keeps the caller's fd,
+  so the dump names it external (``--external file[MNT_ID:INODE]``) and the
+  restore passes the caller's fd of the same number in its place, as for pipes.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 
 from ocirt.core.errors import OcirtError
 
@@ -150,6 +157,8 @@ def dump(spec: Spec, pid: int, options: dict[str, Any], images: str, work: str) 
             args += ["--external", f"mnt[{point}]:{point}"]
     for kind, path in joined_namespaces(spec):
         args += ["--external", f"{kind}[{os.stat(path).st_ino}]:{external_key(kind)}"]
+    for key in dict.fromkeys(key for _, key in foreign_stdio(pid)):
+        args += ["--external", key]
     return args
 
 
@@ -238,3 +247,34 @@ def stdio_names(pid: int) -> list[str]:
         except OSError:
             names.append("")
     return names
+
+
+#: criu dumps character devices of this major (``/dev/null``, ``/dev/zero``...) as regular files.
+MEM_MAJOR = 1
+
+
+def foreign_stdio(pid: int) -> list[tuple[int, str]]:
+    """``(fd, criu key)`` of the init's stdio that are files on a mount outside its mount namespace.
+
+    criu dumps a file by its path on a mount of the dumped tree; a mount it
+    cannot find makes the dump fail. Such a file is the caller's (conmon hands
+    the host's ``/dev/null`` as stdin), so like a pipe it is left out of the
+    images under criu's key for external files, ``file[MNT_ID:INODE]`` (hex),
+    and the restore supplies one in its place (``--inherit-fd``). Pipes,
+    sockets and terminals are not files to criu: they are not listed.
+    """
+    with open(f"/proc/{pid}/mountinfo") as f:
+        visible = {line.split(maxsplit=1)[0] for line in f if line.strip()}
+    found = []
+    for fd in range(3):
+        try:
+            st = os.stat(f"/proc/{pid}/fd/{fd}")
+            with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                info = dict(line.split(":", 1) for line in f if ":" in line)
+        except OSError:
+            continue
+        is_file = stat.S_ISREG(st.st_mode) or (stat.S_ISCHR(st.st_mode) and os.major(st.st_rdev) == MEM_MAJOR)
+        mnt_id = info.get("mnt_id", "").strip()
+        if is_file and mnt_id.isdigit() and mnt_id not in visible:
+            found.append((fd, f"file[{int(mnt_id):x}:{st.st_ino:x}]"))
+    return found

@@ -72,6 +72,7 @@ def checkpoint(container: Container, options: dict[str, Any]) -> int:
     os.makedirs(work, 0o700, exist_ok=True)
     criu_args = args.dump(spec, pid, options, images, work)
     stdio = args.stdio_names(pid)
+    foreign = args.foreign_stdio(pid)  # named external by args.dump: the restore must supply them
     masked = args.masked_files(spec, f"/proc/{pid}/root")
     with open(f"/proc/{pid}/mountinfo") as f:
         cgroup_mounts = args.cgroup_mounts(f.read())
@@ -79,7 +80,14 @@ def checkpoint(container: Container, options: dict[str, Any]) -> int:
         json.dump(stdio, f)
     with open(os.path.join(images, args.SIDE_FILE), "w") as f:
         json.dump(
-            {"id": container.id, "descriptors": stdio, "masked": masked, "cgroup_mounts": cgroup_mounts}, f
+            {
+                "id": container.id,
+                "descriptors": stdio,
+                "external_stdio": foreign,
+                "masked": masked,
+                "cgroup_mounts": cgroup_mounts,
+            },
+            f,
         )
     status_fd = options.get("status_fd")
     notifier = Notifier(work, {})  # network-lock/unlock: nothing of ours to hold

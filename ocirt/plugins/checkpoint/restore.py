@@ -9,7 +9,8 @@ cgroup, with its limits). This module then runs ``criu restore``:
   mount namespace where it binds the bundle's rootfs on the ``--root`` criu
   rebuilds the container's mounts under: nothing is mounted on the host;
 * with ``--cgroup-root`` set to that cgroup, so the restored tasks land in it;
-* with the caller's stdio in place of the container's old pipes, the
+* with the caller's stdio in place of the container's old pipes (and of
+  stdio files outside the container, such as conmon's ``/dev/null``), the
   namespaces the spec joins, and the bind mounts' sources from this bundle;
 * answering criu's notifications: at ``setup-namespaces`` the kernel's
   ``ocirt_configure_from_host`` runs for the new init (prestart and
@@ -122,6 +123,11 @@ def restore(container: Container) -> int:
             if str(name).startswith("pipe:") and number < 3:
                 fds.append(os.dup(number))  # the caller's stdio replace the old pipes
                 inherited[str(name)] = fds[-1]
+        for number, key in side.get("external_stdio") or []:
+            if key not in inherited and 0 <= number < 3:
+                # A stdio file the dump left out (conmon's /dev/null): the caller's replaces it.
+                fds.append(os.dup(number))
+                inherited[str(key)] = fds[-1]
         for kind, path in args.joined_namespaces(spec):
             fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
             inherited[args.external_key(kind)] = fds[-1]
