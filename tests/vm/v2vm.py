@@ -30,8 +30,20 @@ from pathlib import Path
 CACHE = Path(os.environ.get("OCIRT_V2VM_CACHE", "/var/tmp/ocirt-v2vm"))
 QEMU = "qemu-system-x86_64"
 BUSYBOX = "/bin/busybox"
-#: Modules the guest needs before it can see the host (virtio transport, 9p, overlay).
-MODULES = ("virtio_pci", "9pnet_virtio", "9p", "overlay")
+#: Modules the guest loads (with their dependencies, in this order; a name with no
+#: module file is taken as built in). First what it needs to see the host (virtio
+#: transport, 9p, overlay); then what criu needs to checkpoint a container there:
+#: the socket diagnostics (packet's module is af_packet_diag), tun, veth, macvlan,
+#: nftables for ``criu check``; xt_mark for the network lock's iptables(-nft) rule;
+#: and nf_conntrack_netlink: criu dumps a network namespace's conntrack table through
+#: ctnetlink, and once nf_tables has loaded nfnetlink without it the kernel answers
+#: EINVAL and every dump fails ("-22 reported by netlink", "Dumping FAILED").
+#: crc32c_generic comes before nf_tables, whose libcrc32c needs a crc32c.
+MODULES = (
+    "virtio_pci", "9pnet_virtio", "9p", "overlay",
+    "unix_diag", "inet_diag", "tcp_diag", "udp_diag", "raw_diag", "netlink_diag", "af_packet_diag",
+    "tun", "veth", "macvlan", "crc32c_generic", "nf_tables", "nft_compat", "xt_mark", "nf_conntrack_netlink",
+)  # fmt: skip
 #: Set in the guest so tests know they run on the v2 kernel.
 GUEST_ENV = "OCIRT_TEST_V2VM"
 
@@ -147,8 +159,8 @@ def _cpio(entries: list[tuple[str, int, bytes]]) -> bytes:
 
 def build(cache: Path = CACHE) -> Path:
     """Download and prepare kernel + initramfs once; returns the cache directory."""
-    # The stamp names the init script it was built with: a changed script rebuilds.
-    stamp = hashlib.sha256(INIT.encode()).hexdigest()[:16]
+    # The stamp names the init script and modules it was built with: a change rebuilds.
+    stamp = hashlib.sha256((INIT + " ".join(MODULES)).encode()).hexdigest()[:16]
     if (cache / "ready").exists() and stamp in (cache / "ready").read_text():
         return cache
     if shutil.which(QEMU) is None:

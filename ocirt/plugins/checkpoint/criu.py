@@ -67,10 +67,16 @@ def check(binary: str, feature: str | None = None) -> str | None:
     return first_error((done.stdout + done.stderr).splitlines()) or f"exit status {done.returncode}"
 
 
+#: Log lines criu marks ``Error`` that do not stop it: the RLIMIT_NOFILE one (see README), and a
+#: dump with a parent (``--prev-images-dir``) meeting a process the parent images do not have
+#: (one started since the pre-dump): its pages are then dumped in full.
+HARMLESS = ("RLIMIT_NOFILE", "No parent image found")
+
+
 def first_error(lines: Sequence[str]) -> str:
     """The most telling line of a criu log: its first ``Error``, without the source location."""
     for line in lines:
-        if "Error" in line and "RLIMIT_NOFILE" not in line:  # the latter is harmless (see README)
+        if "Error" in line and not any(text in line for text in HARMLESS):
             text = line.split("):", 1)[1] if "):" in line else line
             return " ".join(text.split())
     return ""
