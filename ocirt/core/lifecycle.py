@@ -105,28 +105,14 @@ class Runtime:
         self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
     ) -> Container:
         """Create a container and leave its init waiting on exec.fifo."""
-        ctx = self._new(container_id, bundle, refs, options)
-        state = ctx.state
-        hooks = None
-        try:
-            with self.store.lock(container_id):
-                self.store.save(state)
-                hooks = self.hooks(list(refs))
-                ctx.local["hooks"] = hooks
-                self._validate(ctx, hooks)
-                fifo_fd = _make_fifo(state.fifo)
-                hooks.ocirt_prepare_host(container=ctx)
-                self._fork_and_drive(ctx, hooks, fifo_fd)
-                state.data.update(
-                    status=CREATED, pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid)
-                )
-                self.store.save(state)
-                if options.get("pid_file"):
-                    write_pid_file(options["pid_file"], ctx.init_pid)
-        except BaseException:
-            self._rollback(ctx, hooks)
-            raise
-        return ctx
+
+        def bring_up(ctx: Container, hooks: Hooks) -> str:
+            fifo_fd = _make_fifo(ctx.state.fifo)
+            hooks.ocirt_prepare_host(container=ctx)
+            self._fork_and_drive(ctx, hooks, fifo_fd)
+            return CREATED
+
+        return self._make(container_id, bundle, refs, options, bring_up)
 
     def restore(
         self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
@@ -137,6 +123,32 @@ class Runtime:
         forks: a plugin (checkpoint) makes the processes and returns the init's pid.
         There is no exec.fifo and no ``created`` state: the processes were running.
         """
+
+        def bring_up(ctx: Container, hooks: Hooks) -> str:
+            hooks.ocirt_prepare_host(container=ctx)
+            started = time.time()
+            pid = hooks.ocirt_restore(container=ctx)
+            trace.record("restore.processes", "kernel", started)
+            if not pid:
+                raise NotSupported(f"restore: no loaded plugin restores containers (plugins: "
+                                   f"{', '.join(r.name for r in refs)})")  # fmt: skip
+            ctx.init_pid = int(pid)
+            return RUNNING
+
+        return self._make(container_id, bundle, refs, options, bring_up)
+
+    def _make(
+        self,
+        container_id: str,
+        bundle: str,
+        refs: list[PluginRef],
+        options: dict[str, Any],
+        bring_up: Callable[[Container, Hooks], str],
+    ) -> Container:
+        """What create and restore share: the state reserved and saved, every plugin's
+        ``ocirt_validate``, then ``bring_up`` makes the processes and names the status;
+        the state is saved with the init's pid and the pid file written. Any failure
+        rolls everything back, leaving nothing."""
         ctx = self._new(container_id, bundle, refs, options)
         state = ctx.state
         hooks = None
@@ -146,16 +158,9 @@ class Runtime:
                 hooks = self.hooks(list(refs))
                 ctx.local["hooks"] = hooks
                 self._validate(ctx, hooks)
-                hooks.ocirt_prepare_host(container=ctx)
-                started = time.time()
-                pid = hooks.ocirt_restore(container=ctx)
-                trace.record("restore.processes", "kernel", started)
-                if not pid:
-                    raise NotSupported(f"restore: no loaded plugin restores containers (plugins: "
-                                       f"{', '.join(r.name for r in refs)})")  # fmt: skip
-                ctx.init_pid = int(pid)
+                status = bring_up(ctx, hooks)
                 start = process_start_time(ctx.init_pid)
-                state.data.update(status=RUNNING, pid=ctx.init_pid, init_start=start)
+                state.data.update(status=status, pid=ctx.init_pid, init_start=start)
                 self.store.save(state)
                 if options.get("pid_file"):
                     write_pid_file(options["pid_file"], ctx.init_pid)
