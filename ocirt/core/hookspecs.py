@@ -108,6 +108,17 @@ def ocirt_enter_namespaces(container: Container) -> None:
 
 
 @hookspec
+def ocirt_join_cgroup(container: Container) -> None:
+    """The calling process joins the container's cgroup, if a plugin made one.
+
+    For processes the runtime makes that must count as the container's before
+    they enter any namespace: exec's setup child (the cgroups plugin calls it
+    from its ``ocirt_join_container``) and the process that restores a
+    checkpoint (the checkpoint plugin), without knowing how cgroups are kept.
+    """
+
+
+@hookspec
 def ocirt_join_container(container: Container) -> None:
     """Setup child of ``exec``: enter the running container's namespaces and cgroup.
 

@@ -151,6 +151,12 @@ def ocirt_enter_namespaces(container: Container) -> None:
 @hookimpl(tryfirst=True)
 def ocirt_join_container(container: Container) -> None:
     """exec's setup child, before any namespace: into the container's cgroup."""
+    ocirt_join_cgroup(container)
+
+
+@hookimpl
+def ocirt_join_cgroup(container: Container) -> None:
+    """The calling process into the container's cgroup (exec, and a restore's criu)."""
     drv = container.local.get(KEY)
     if drv is None:
         return

@@ -51,16 +51,11 @@ def read_side_file(images: str) -> dict[str, Any]:
     return {"descriptors": [], "masked": []}
 
 
-def cgroup_joiner(container: Container) -> Callable[[], None] | None:
-    """How a process joins the container's cgroup, if the cgroups plugin made one."""
-    if container.local.get("cgroups") is None:
-        return None
-    from ocirt.plugins.cgroups.plugin import driver
-
-    drv = driver(container)
-    if drv is None:
-        return None
-    return drv.join_self if drv.joins_itself else lambda: drv.join(os.getpid())
+def cgroup_joiner(container: Container) -> Callable[[], None]:
+    """How a process joins the container's cgroup: the ``ocirt_join_cgroup`` hook,
+    which does nothing when no plugin made one."""
+    hooks = container.local["hooks"]
+    return lambda: hooks.ocirt_join_cgroup(container=container)
 
 
 def placement(join: Callable[[], None] | None) -> dict[str, str]:
@@ -134,11 +129,12 @@ def restore(container: Container) -> int:
         os.mkdir(root, 0o700)
         join = cgroup_joiner(container)
         where = placement(join)
+        in_cgroup = where != placement(None)  # a plugin made the container a cgroup
         with open("/proc/self/mountinfo") as f:
             cgroups = args.cgroup_sources(list(side.get("cgroup_mounts") or []), f.read(), where)
         masked = list(side.get("masked") or [])
         criu_args = args.restore(spec, options, images, work, root, masked, cgroups, inherited)
-        if join is not None:
+        if in_cgroup:
             criu_args += cgroup_roots(where)
         restored: dict[str, int] = {}
         notifier = Notifier(
@@ -151,8 +147,7 @@ def restore(container: Container) -> int:
         pidfile = os.path.join(work, "restore.pid")
 
         def preexec() -> None:  # in criu's process, before its exec
-            if join is not None:
-                join()
+            join()
             s.unshare(s.CLONE_NEWNS)
             s.mount(None, "/", None, s.MS_REC | s.MS_PRIVATE)
             s.mount(spec.rootfs, root, None, s.MS_BIND | s.MS_REC)
