@@ -32,9 +32,10 @@ apt_install() {
 # busybox-static: demo/test rootfs; runc: reference runtime for benchmarks;
 # libseccomp2: seccomp filters; iproute2, util-linux: ip, nsenter, unshare...;
 # qemu-system-x86: the pure cgroup v2 guest tests/vm/v2vm.py boots for tests/test_v2vm.py;
-# nftables, containernetworking-plugins: the network plugin's ports/NAT and CNI mode
+# nftables, containernetworking-plugins: the network plugin's ports/NAT and CNI mode;
+# strace: tests that check which files a command reads
 apt_install busybox-static runc libseccomp2 iproute2 util-linux qemu-system-x86 \
-  nftables containernetworking-plugins
+  nftables containernetworking-plugins strace
 
 # The engines tests/engines drives ocirt with (their daemons are started by the
 # tests, never by the packages): without systemd, a package's postinst would

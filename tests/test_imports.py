@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO, Bundle, Ocirt
+from conftest import OCIRT, REPO, Bundle, Ocirt
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
 ENTRY = "import sys; from ocirt.cli import main; sys.exit(main())"
@@ -74,6 +74,25 @@ def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> 
     assert not {m for m in seen["start"] if m.startswith("ocirt.plugins.")}
     assert "ocirt.plugins.hooks.plugin" not in seen["delete"]
     assert "ocirt.plugins.mounts.plugin" not in seen["delete"]
+
+
+def test_state_and_kill_do_not_read_the_config(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> None:
+    """Later commands read config.json only when a plugin asks for it (none does for these)."""
+    warm.config["linux"]["cgroupsPath"] = f"/ocirt-test/{warm.path.parent.name}"
+    warm.write(args=["sleep", "30"])
+    assert ocirt.detached("run", "-d", "--bundle", str(warm.path), "imp3").returncode == 0
+    try:
+        for command in (["state", "imp3"], ["kill", "imp3", "CONT"]):
+            trace = tmp_path / f"{command[0]}.strace"
+            cmd = ["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace), OCIRT,
+                   "--root", str(ocirt.root), *command]  # fmt: skip
+            done = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+            assert done.returncode == 0, done.stderr
+            opened = trace.read_text()
+            assert "state.json" in opened  # the trace sees the files the command reads
+            assert "config.json" not in opened, command
+    finally:
+        ocirt("delete", "--force", "imp3")
 
 
 def test_run_imports(ocirt: Ocirt, warm: Bundle) -> None:

@@ -28,13 +28,15 @@ class Container:
     def __init__(
         self,
         container_id: str,
-        spec: Spec | None,
+        spec: Spec | Callable[[], Spec | None] | None,
         state: ContainerState,
         log: Logger,
         options: dict[str, Any] | None = None,
     ) -> None:
         self.id = container_id
-        self.spec = spec
+        #: The spec, or how to read it: later commands (state, kill, delete) read
+        #: config.json only if a plugin looks at it.
+        self._spec = spec
         self.state = state
         self.log = log
         self.options: dict[str, Any] = options or {}
@@ -56,6 +58,16 @@ class Container:
         self.local: dict[str, Any] = {}
         #: Hook implementations withdrawn from this container (``withdraw``).
         self.withdrawn: list[Callable[..., Any]] = []
+
+    @property
+    def spec(self) -> Spec | None:
+        if callable(self._spec):
+            self._spec = self._spec()
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: Spec | None) -> None:
+        self._spec = value
 
     @property
     def plugin_data(self) -> dict[str, Any]:

@@ -88,13 +88,19 @@ class Runtime:
         hooks: Hooks | None = None,
         **options: Any,
     ) -> Container:
-        """The container as hooks see it; ``hooks`` lets a plugin call other hooks (registries)."""
-        if spec is None:
+        """The container as hooks see it; ``hooks`` lets a plugin call other hooks (registries).
+
+        Without ``spec``, config.json is read when a plugin first asks for it
+        (None if the bundle is gone): ``state`` and ``kill`` rarely need it.
+        """
+
+        def read() -> spec_mod.Spec | None:
             try:
-                spec = spec_mod.load(state.bundle)
+                return spec_mod.load(state.bundle)
             except OcirtError:
-                spec = None
-        ctx = Container(state.id, spec, state, self.log, options)
+                return None
+
+        ctx = Container(state.id, spec if spec is not None else read, state, self.log, options)
         if hooks is not None:
             ctx.local["hooks"] = hooks
         return ctx
