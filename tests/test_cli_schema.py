@@ -35,6 +35,7 @@ HANDLERS = {
     "delete": commands.delete,
     "exec": commands.exec_,
     "pause": commands.pause,
+    "ps": commands.ps,
     "resume": commands.resume,
     "update": commands.update,
 }
@@ -260,6 +261,9 @@ SAME_CALLS = [
     ["exec", "c1", "--", "-x"],
     ["pause", "c1"],
     ["resume", "c1"],
+    ["ps", "c1"],
+    ["ps", "--format", "json", "c1"],
+    ["ps", "-f", "json", "c1"],
     ["update", "--resources", "-", "c1"],
     ["update", "--resources=/r.json", "c1"],
     [

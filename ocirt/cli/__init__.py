@@ -146,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "delete": commands.delete,
             "exec": commands.exec_,
             "pause": commands.pause,
+            "ps": commands.ps,
             "resume": commands.resume,
             "update": commands.update,
         }[command]

@@ -211,7 +211,7 @@ def ps(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table or json (host pids).")] = "table",
 ) -> None:
     """List the container's processes; extra arguments go to ps (default -ef)."""
-    _exit(commands.ps(ctx.obj, container_id, fmt, list(ctx.args)))
+    _exit(commands.ps(ctx.obj, container_id, fmt, list(ctx.args) or None))
 
 
 def _opt(flag: str, text: str) -> Any:

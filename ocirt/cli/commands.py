@@ -331,14 +331,15 @@ def resume(g: Globals, container_id: str) -> int:
 
 def ps(g: Globals, container_id: str, fmt: str = "table", ps_args: list[str] | None = None) -> int:
     """The container's host pids: a JSON list, or ``ps`` (``-ef`` by default) cut to them, as runc."""
-    import json
     import subprocess
+
+    from ocirt.core import jsonio
 
     options: dict[str, object] = {}
     _command(g, container_id, "pids", options, lock=False)
     pids: list[int] = list(options.get("result") or [])  # type: ignore[call-overload]
     if fmt == "json":
-        print(json.dumps(pids))
+        print(jsonio.dumps(pids))  # compact, as runc's encoder writes it
         return 0
     if fmt != "table":
         raise OcirtError(f"invalid --format {fmt!r}: use table or json")

@@ -3,7 +3,7 @@
 Importing typer (and click, rich) costs about 55 ms (200 ms with everything it
 pulls in here), more than runc needs to run a whole container. Engines call
 ``create``, ``start``, ``state``, ``kill``, ``delete``, and for live containers
-``exec``, ``pause``, ``resume`` and ``update``, with runc's flags only, so
+``exec``, ``pause``, ``resume``, ``update`` and ``ps``, with runc's flags only, so
 those are parsed here from the tables below. Anything else, ``--help``, or
 anything this parser does not recognise, goes to the typer app, which is the
 CLI's reference; a test checks that these tables and the typer app declare the
@@ -91,6 +91,7 @@ COMMANDS: dict[str, tuple[dict[str, tuple[str, bool, bool]], tuple[str, ...]]] =
     "delete": ({"--force": ("force", False, False), "-f": ("force", False, False)}, ("container_id",)),
     "exec": (_EXEC, ("container_id", "command*")),
     "pause": ({}, ("container_id",)),
+    "ps": ({"--format": ("fmt", True, False), "-f": ("fmt", True, False)}, ("container_id",)),
     "resume": ({}, ("container_id",)),
     "update": ({f"--{f}": (f.replace("-", "_"), True, False) for f in _UPDATE_FLAGS}, ("container_id",)),
 }
