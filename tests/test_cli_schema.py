@@ -26,19 +26,7 @@ GROUP = typer.main.get_command(app)
 TYPER_ONLY = {"--help", "-h", "--version", "-v"}
 
 #: Which function of ``commands`` the fast path calls for each of its commands.
-HANDLERS = {
-    "create": commands.create,
-    "run": commands.run,
-    "start": commands.start,
-    "state": commands.state,
-    "kill": commands.kill,
-    "delete": commands.delete,
-    "exec": commands.exec_,
-    "pause": commands.pause,
-    "ps": commands.ps,
-    "resume": commands.resume,
-    "update": commands.update,
-}
+HANDLERS = {name: getattr(commands, fastpath.handler_name(name)) for name in fastpath.COMMANDS}
 
 Table = dict[str, tuple[str, bool, bool]]
 

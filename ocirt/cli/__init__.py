@@ -137,20 +137,8 @@ def main(argv: list[str] | None = None) -> int:
 
         global_opts, command, options = parsed
         g = Globals(**global_opts)  # type: ignore[arg-type]
-        handler = {
-            "create": commands.create,
-            "run": commands.run,
-            "start": commands.start,
-            "state": commands.state,
-            "kill": commands.kill,
-            "delete": commands.delete,
-            "exec": commands.exec_,
-            "pause": commands.pause,
-            "ps": commands.ps,
-            "resume": commands.resume,
-            "update": commands.update,
-        }[command]
-        return handler(g, **options)  # type: ignore[arg-type]
+        handler = getattr(commands, fastpath.handler_name(command))
+        return int(handler(g, **options))
     except OcirtError as e:
         (g or _fallback_globals(args)).log.error(str(e))
         return e.exit_code

@@ -96,6 +96,12 @@ COMMANDS: dict[str, tuple[dict[str, tuple[str, bool, bool]], tuple[str, ...]]] =
     "update": ({f"--{f}": (f.replace("-", "_"), True, False) for f in _UPDATE_FLAGS}, ("container_id",)),
 }
 
+
+def handler_name(command: str) -> str:
+    """The function of ``ocirt.cli.commands`` a fast-path command calls (``exec`` is a keyword)."""
+    return "exec_" if command == "exec" else command
+
+
 #: Commands whose options end at the first argument: the rest is the container's command.
 OPTIONS_BEFORE_ARGUMENTS = frozenset({"exec"})
 
