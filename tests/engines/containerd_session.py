@@ -15,12 +15,8 @@ The shim (``containerd-shim-runc-v2``) is what calls the runtime: it passes
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import select
-import struct
 import subprocess
-import termios
 import time
 from pathlib import Path
 from types import TracebackType
@@ -271,44 +267,3 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
-
-
-def run_on_pty(argv: list[str], timeout: float = 30, rows: int = 33, cols: int = 101) -> tuple[int, str]:
-    """Run ``argv`` with a new pseudo-terminal (``rows`` x ``cols``) as its stdio: (exit code, output).
-
-    ``ctr ... -t`` needs a terminal on its own stdin (it puts it in raw mode and
-    sends its size to the container's console); the output comes back on the
-    master side with ``\\r\\n`` line ends, which are normalised to ``\\n``.
-    """
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-    try:
-        proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True)
-    finally:
-        os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if not ready:
-                if proc.poll() is not None:
-                    break
-                continue
-            try:
-                data = os.read(master, 65536)
-            except OSError:  # EIO: every slave descriptor is closed
-                break
-            if not data:
-                break
-            chunks.append(data)
-        try:
-            code = proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise
-    finally:
-        os.close(master)
-    text = b"".join(chunks).decode(errors="replace")
-    return code, text.replace("\r", "")

@@ -15,16 +15,20 @@ machine's, one that fails only with ocirt is ocirt's.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import io
 import json
 import os
+import select
 import shutil
 import signal
+import struct
 import subprocess
 import tarfile
 import tempfile
+import termios
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -313,3 +317,54 @@ def v1_cgroup_of(pid: int, controller: str) -> str:
         if controller in controllers.split(","):
             return path
     raise AssertionError(f"pid {pid} has no {controller} cgroup")
+
+
+def run_in_pty(
+    argv: list[str],
+    env: dict[str, str] | None = None,
+    timeout: float = 30,
+    size: tuple[int, int] | None = None,
+) -> tuple[int, str]:
+    """Run ``argv`` on a new pseudo-terminal, its controlling terminal, as a user at a
+    shell would (``exec -t`` wants one): (exit code, what it wrote). Carriage returns
+    are dropped: the container's terminal and this one both turn ``\n`` into ``\r\n``.
+
+    ``size`` (rows, columns) is set on the terminal first: engines pass it on
+    to the container's console.
+    """
+    master, slave = os.openpty()
+    if size is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
+
+    def controlling_tty() -> None:  # in the child: a session whose terminal is the pty
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True, preexec_fn=controlling_tty
+        )
+    finally:
+        os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.2)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the slave side closed it
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    return code, b"".join(chunks).decode(errors="replace").replace("\r", "")

@@ -17,12 +17,9 @@ subcommand is found as the first word without a dash). Both runtimes are configu
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
-import select
 import subprocess
-import termios
 import time
 from pathlib import Path
 from types import TracebackType
@@ -174,7 +171,7 @@ graphroot = "{d}/root"
 
     def podman_tty(self, *args: str, runtime: str = "ocirt", timeout: float = 30) -> tuple[int, str]:
         """Run podman with a new pty as its stdin, stdout and stderr: (exit code, all it wrote)."""
-        return run_in_pty(self.argv(*args, runtime=runtime), env=self.env, timeout=timeout)
+        return harness.run_in_pty(self.argv(*args, runtime=runtime), env=self.env, timeout=timeout)
 
     def pid(self, cid: str) -> int:
         """The container's init pid on the host (0 when it is not running)."""
@@ -218,47 +215,3 @@ graphroot = "{d}/root"
                     time.sleep(0.1)
         finally:
             self._stack.close()
-
-
-def _controlling_tty() -> None:
-    """In the child: a new session whose controlling terminal is the pty on stdin."""
-    os.setsid()
-    fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-
-def run_in_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
-    """Run ``argv`` on a new pseudo-terminal (its controlling terminal): exit code and output."""
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=slave,
-            stdout=slave,
-            stderr=slave,
-            env=env,
-            close_fds=True,
-            preexec_fn=_controlling_tty,
-        )
-    finally:
-        os.close(slave)
-    chunks: list[bytes] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.1)
-            if ready:
-                try:
-                    data = os.read(master, 4096)
-                except OSError:  # EIO: every holder of the slave side closed it
-                    break
-                if not data:
-                    break
-                chunks.append(data)
-            elif proc.poll() is not None:
-                break
-        else:
-            proc.kill()
-        code = proc.wait(5)
-    finally:
-        os.close(master)
-    return code, b"".join(chunks).decode(errors="replace")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import harness
 import pytest
-from containerd_session import NAMESPACE, ContainerdSession, run_on_pty
+from containerd_session import NAMESPACE, ContainerdSession
 from harness import busybox_image  # noqa: F401
 
 pytestmark = pytest.mark.engines
@@ -130,10 +130,9 @@ def test_run_output_and_exit_codes(ctd: ContainerdSession, runtime: str) -> None
 
     # -t: the shim passes --console-socket to create; ctr relays its own terminal
     # (a pty here) and its size.
-    code, out = run_on_pty(
+    code, out = harness.run_in_pty(
         ctd.run_argv(runtime, cid, "sh", "-c", f"tty; {SHOW_SIZE}; {LINGER}; exit 7", options=("--rm", "-t")),
-        rows=33,
-        cols=101,
+        size=(33, 101),
     )
     assert code == 7, out
     assert "/dev/pts/0\nsize 33 101\n" in out, out
@@ -185,7 +184,7 @@ def test_detached_exec_ps_pause(ctd: ContainerdSession, runtime: str) -> None:
         assert result.stdout == "piped\nlines\n"
 
         # exec -t: a terminal made through --console-socket, with ctr's size.
-        code, out = run_on_pty(
+        code, out = harness.run_in_pty(
             ctd.exec_argv(
                 cid,
                 "e5",
@@ -194,8 +193,7 @@ def test_detached_exec_ps_pause(ctd: ContainerdSession, runtime: str) -> None:
                 f"tty; [ -t 0 ] && echo isatty; {SHOW_SIZE}; {LINGER}; exit 4",
                 options=("-t",),
             ),
-            rows=40,
-            cols=120,
+            size=(40, 120),
         )
         assert code == 4, out
         assert "/dev/pts/" in out and "isatty\nsize 40 120\n" in out, out

@@ -7,8 +7,6 @@ is the engine's or the machine's, one that fails only with ocirt is ocirt's.
 
 from __future__ import annotations
 
-import os
-import select
 import socket
 import subprocess
 import threading
@@ -49,39 +47,6 @@ def fail_text(dk: DockerSession, result: subprocess.CompletedProcess[str]) -> st
 
 def status(dk: DockerSession, name: str) -> str:
     return dk.ok("inspect", "-f", "{{.State.Status}}", name)
-
-
-def in_pty(argv: list[str], env: dict[str, str], timeout: float = 30) -> tuple[int, str]:
-    """Run ``argv`` with a new pty as its stdio (a terminal, as ``docker exec -t`` wants); exit, output."""
-    master, slave = os.openpty()
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=slave, stdout=slave, stderr=slave, env=env, start_new_session=True, close_fds=True
-        )
-    finally:
-        os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if ready:
-                try:
-                    chunk = os.read(master, 4096)
-                except OSError:  # EIO: every slave end is closed
-                    break
-                if not chunk:
-                    break
-                out += chunk
-            elif proc.poll() is not None:
-                break
-        code = proc.wait(timeout=max(1.0, deadline - time.monotonic()))
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        os.close(master)
-    return code, out.decode(errors="replace")
 
 
 # ---------------------------------------------------------------------- run
@@ -131,11 +96,11 @@ def test_exec_logs_top(dk: DockerSession, runtime: str) -> None:
         assert r.returncode == 0 and r.stdout == "through stdin\nline two\n", fail_text(dk, r)
 
         # -t: dockerd asks the runtime for --tty --console-socket; the process gets a pty.
-        code, out = in_pty(dk.argv("exec", "-t", name, "tty"), dk.env())
+        code, out = harness.run_in_pty(dk.argv("exec", "-t", name, "tty"), dk.env())
         assert code == 0, out
         assert out.strip().startswith("/dev/pts/"), out
 
-        code, out = in_pty(
+        code, out = harness.run_in_pty(
             dk.argv("exec", "-t", name, "sh", "-c", "test -t 0 && test -t 1 && exit 7"), dk.env()
         )
         assert code == 7, out
