@@ -14,6 +14,8 @@ from ocirt.core.errors import NotSupported, OcirtError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from ocirt.cli.globals import Globals
     from ocirt.core.context import Container
 
@@ -396,28 +398,33 @@ def parse_size(flag: str, value: str) -> int:
         raise OcirtError(f"invalid value {value!r} for --{flag.replace('_', '-')}") from None
 
 
+def load_json_object(path: str, option: str, what: str) -> dict[str, Any]:
+    """The JSON object in file ``path`` (``-``: stdin), as engines pass them; one-line errors."""
+    from ocirt.core import jsonio
+
+    try:
+        if path == "-":
+            loaded = jsonio.loads(sys.stdin.read())
+        else:
+            with open(path) as f:
+                loaded = jsonio.loads(f.read())
+    except OSError as e:
+        raise OcirtError(f"{option} {path}: {(e.strerror or str(e)).lower()}") from None
+    except ValueError as e:
+        raise OcirtError(f"{option} {path}: invalid JSON: {e}") from None
+    if not isinstance(loaded, dict):
+        raise OcirtError(f"{option} {path}: must be a JSON object ({what})")
+    return loaded
+
+
 def update(g: Globals, container_id: str, resources: str | None = None, **flags: str | None) -> int:
     """New limits from ``--resources`` (a file, ``-`` for stdin) and the flags on top.
 
     0 leaves a value alone, as docker sends 0 for whatever it does not set.
     """
-    from ocirt.core import jsonio
-
     new: dict[str, dict[str, object]] = {}
     if resources:
-        try:
-            if resources == "-":
-                loaded = jsonio.loads(sys.stdin.read())
-            else:
-                with open(resources) as f:
-                    loaded = jsonio.loads(f.read())
-        except OSError as e:
-            raise OcirtError(f"--resources {resources}: {(e.strerror or str(e)).lower()}") from None
-        except ValueError as e:
-            raise OcirtError(f"--resources {resources}: invalid JSON: {e}") from None
-        if not isinstance(loaded, dict):
-            raise OcirtError(f"--resources {resources}: must be a JSON object (linux.resources)")
-        new = loaded
+        new = load_json_object(resources, "--resources", "linux.resources")
     for flag, value in flags.items():
         if value is None:
             continue
@@ -493,18 +500,7 @@ def exec_(
 
     runtime = g.runtime()
     if process is not None:
-        from ocirt.core import jsonio
-
-        try:
-            if process == "-":
-                proc = jsonio.loads(sys.stdin.read())
-            else:
-                with open(process) as f:
-                    proc = jsonio.loads(f.read())
-        except (OSError, ValueError) as e:
-            raise OcirtError(f"exec --process {process}: {e}") from None
-        if not isinstance(proc, dict):
-            raise OcirtError(f"exec --process {process}: not a JSON object")
+        proc = load_json_object(process, "exec --process", "a process")
     else:
         if not command:
             raise OcirtError("exec: no command given (ID COMMAND [ARG...], or --process FILE)")
