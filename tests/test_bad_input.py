@@ -166,6 +166,14 @@ def _malformed(b: Bundle) -> None:
     (b.path / "config.json").write_text('{"ociVersion": "1.2.0", "process": ')
 
 
+def _missing_colon(b: Bundle) -> None:
+    (b.path / "config.json").write_text('{"ociVersion" "1.2.0"}')
+
+
+def _unclosed_object(b: Bundle) -> None:
+    (b.path / "config.json").write_text("{\n")
+
+
 def _ociversion_2(b: Bundle) -> None:
     b.write(ociVersion="2.0.0")
 
@@ -218,6 +226,8 @@ def _rlimit_above_hard(b: Bundle) -> None:
 BAD_CONFIGS = {
     "no config.json": (_no_config, ("config.json", "no such file or directory")),
     "malformed json": (_malformed, ("config.json", "not valid JSON")),
+    "json without a colon": (_missing_colon, ("config.json", "not valid JSON", "Expecting ':' delimiter")),
+    "unclosed json object": (_unclosed_object, ("config.json", "not valid JSON", "line 2 column 1")),
     "ociVersion 2.0.0": (_ociversion_2, ("ociVersion", "2.0.0", "not supported")),
     "relative process.cwd": (_relative_cwd, ("process.cwd", "absolute path", "'tmp'")),
     "relative mount destination": (_relative_mount, ("destination", "absolute path", "'relative'")),

@@ -650,3 +650,22 @@ def test_indented_json_as_json_writes_it(value: Any) -> None:
     from ocirt.core import jsonio
 
     assert jsonio.dumps_indented(value) == json.dumps(value, indent=2)
+
+
+@pytest.mark.parametrize("text", ['{"a" 1}', "{", '{"a": 1,}', "[1 2]", '"unterminated', "{\n"])
+def test_jsonio_syntax_errors_are_value_errors(text: str) -> None:
+    """Every malformed document gives json's ValueError, also in a process that never
+    imported json (as ocirt's commands), where _json cannot find its exception class."""
+    code = (
+        "import sys; from ocirt.core import jsonio\n"
+        "assert 'json' not in sys.modules\n"
+        "try:\n    jsonio.loads(sys.argv[1])\nexcept ValueError as e:\n    print(e)\n"
+    )
+    python = str(Path(__file__).resolve().parents[1] / ".venv" / "bin" / "python")
+    done = subprocess.run([python, "-c", code, text], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    try:
+        json.loads(text)
+    except ValueError as e:
+        expected = str(e)
+    assert done.stdout.strip() in (expected, f"expecting a value: {expected.split(': ', 1)[-1]}")

@@ -62,6 +62,15 @@ def loads(data: str | bytes) -> Any:
         value, end = _scan(text, start)
     except StopIteration as e:
         raise ValueError(f"expecting a value: {_where(text, e.value)}") from None
+    except SystemError:
+        # Other syntax errors (a missing ':' or ',', an unclosed object) _json raises
+        # as json.decoder.JSONDecodeError, a ValueError, looked up in sys.modules
+        # only: without json imported it fails instead. Import it on this path alone
+        # and scan again for the real error.
+        import json.decoder  # noqa: F401
+
+        _scan(text, start)
+        raise
     end = _skip(text, end)
     if end != len(text):
         raise ValueError(f"extra data: {_where(text, end)}")
