@@ -1,5 +1,5 @@
 """``python -m ocirt``: the same entry point as the ``ocirt`` script."""
 
-from ocirt.cli import main
+from ocirt.cli import run
 
-raise SystemExit(main())
+run()

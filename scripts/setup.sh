@@ -100,6 +100,14 @@ if [[ ! -x .venv/bin/ocirt || "$(cat "$stamp" 2>/dev/null)" != "$want" ]]; then
   echo "$want" >"$stamp"
 fi
 
+# The installed launcher starts with `#!/bin/sh`, which then starts the venv's
+# Python on it (bin/ocirt). Naming that Python on the #! line instead saves an
+# exec of sh on every command; a path with blanks cannot be on a #! line.
+launcher_python="$repo/.venv/bin/python"
+if [[ "$launcher_python" != *[[:space:]]* ]]; then
+  sed -i "1s|.*|#!$launcher_python -IS|" .venv/bin/ocirt
+fi
+
 # setuptools (put in every venv) installs a .pth hook that every interpreter
 # start runs, ocirt's commands included; nothing here needs it (the build uses
 # hatchling in an isolated environment).
