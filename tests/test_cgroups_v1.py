@@ -154,6 +154,19 @@ def test_pause_resume_and_kill_paused(ocirt: Ocirt, cgbundle: Bundle, cid: str) 
     ocirt("delete", cid, check=True)
 
 
+def test_state_sees_a_freeze_made_outside_ocirt(ocirt: Ocirt, cgbundle: Bundle, cid: str) -> None:
+    """As runc's: the status comes from the freezer, not from ocirt's own record of pause."""
+    start(ocirt, cgbundle, cid)
+    freezer = f"{V1}/freezer/ocirt-test/{cid}/freezer.state"
+    Path(freezer).write_text("FROZEN")
+    try:
+        assert wait_for(lambda: ocirt.state(cid)["status"] == "paused")
+    finally:
+        Path(freezer).write_text("THAWED")
+    assert ocirt.state(cid)["status"] == "running"
+    ocirt("delete", "--force", cid, check=True)
+
+
 def test_delete_force_paused(ocirt: Ocirt, cgbundle: Bundle, cid: str) -> None:
     start(ocirt, cgbundle, cid)
     ocirt("pause", cid, check=True)

@@ -158,7 +158,7 @@ def state(g: Globals, container_id: str) -> int:
     st = g.store().load(container_id)
     status = st.status()
     if status not in (STOPPED,) and "ocirt_status" in st.data.get("hooks", ()):
-        runtime = g.runtime()
+        runtime = g.control()
         hooks = runtime.later_hooks(st, "ocirt_status")
         status = hooks.ocirt_status(container=runtime.context(st, hooks=hooks)) or status
     sys.stdout.write(jsonio.dumps_indented(st.oci_state(status)) + "\n")
@@ -166,7 +166,7 @@ def state(g: Globals, container_id: str) -> int:
 
 
 def kill(g: Globals, container_id: str, signal: str = "SIGTERM", all_processes: bool = False) -> int:
-    g.runtime().kill(container_id, parse_signal(signal), all_processes)
+    g.control().kill(container_id, parse_signal(signal), all_processes)
     return 0
 
 
@@ -308,7 +308,7 @@ def _command(
         st = store.load(container_id)
         if st.status() == STOPPED:
             raise OcirtError(f"{command}: container {container_id!r} is not running")
-        runtime = g.runtime()
+        runtime = g.control()
         status = None
         if "ocirt_command" in st.data.get("hooks", ()):
             hooks = runtime.later_hooks(st, "ocirt_command")

@@ -9,6 +9,7 @@ from ocirt.core.state import StateStore, default_root
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ocirt.core.control import Control
     from ocirt.core.lifecycle import Runtime
 
 
@@ -45,6 +46,12 @@ class Globals:
 
     def store(self) -> StateStore:
         return StateStore(self.root)
+
+    def control(self) -> Control:
+        """For commands that never fork (``state``, ``kill``, ``pause``...): imports less."""
+        from ocirt.core.control import Control
+
+        return Control(self.store(), self.log, self.trace)
 
     def runtime(self) -> Runtime:
         from ocirt.core.lifecycle import Runtime

@@ -35,9 +35,10 @@ import os
 import time
 
 from ocirt import OCI_VERSION
-from ocirt.core import plugins, trace
 from ocirt.core import spec as spec_mod
+from ocirt.core import trace
 from ocirt.core.context import Container
+from ocirt.core.control import Control
 from ocirt.core.errors import ContainerNotFound, NotSupported, OcirtError
 from ocirt.core.state import (
     CREATED,
@@ -45,7 +46,6 @@ from ocirt.core.state import (
     RUNNING,
     STOPPED,
     ContainerState,
-    StateStore,
     now_rfc3339,
     process_start_time,
     wait_gone,
@@ -58,52 +58,14 @@ if TYPE_CHECKING:
     from typing import Any
 
     from ocirt.core.hookplan import Hooks
-    from ocirt.core.log import Logger
     from ocirt.core.plugins import PluginRef
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KILL_TIMEOUT = 10.0
 
 
-class Runtime:
-    """What every command needs: the state store, the log, the trace file."""
-
-    def __init__(self, store: StateStore, log: Logger, trace_path: str | None = None) -> None:
-        self.store = store
-        self.log = log
-        self.trace_path = trace_path
-
-    def hooks(self, refs: list[Any]) -> Hooks:
-        return plugins.hooks(refs, self.trace_path)
-
-    def later_hooks(self, state: ContainerState, *names: str) -> Hooks:
-        """The hooks of a created container for a command that calls ``names`` and never
-        forks: only their plugins are imported, without what they withdrew from at create."""
-        return plugins.hooks(state.plugins, self.trace_path, list(names), state.data.get("skip"))
-
-    def context(
-        self,
-        state: ContainerState,
-        spec: spec_mod.Spec | None = None,
-        hooks: Hooks | None = None,
-        **options: Any,
-    ) -> Container:
-        """The container as hooks see it; ``hooks`` lets a plugin call other hooks (registries).
-
-        Without ``spec``, config.json is read when a plugin first asks for it
-        (None if the bundle is gone): ``state`` and ``kill`` rarely need it.
-        """
-
-        def read() -> spec_mod.Spec | None:
-            try:
-                return spec_mod.load(state.bundle)
-            except OcirtError:
-                return None
-
-        ctx = Container(state.id, spec if spec is not None else read, state, self.log, options)
-        if hooks is not None:
-            ctx.local["hooks"] = hooks
-        return ctx
+class Runtime(Control):
+    """Control's commands, and those that make processes: create, start, delete, exec."""
 
     # ------------------------------------------------------------------ create
 
@@ -299,35 +261,6 @@ class Runtime:
                 ctx = self.context(state)
                 self.later_hooks(state, "ocirt_poststart").ocirt_poststart(container=ctx)
             return ctx
-
-    # -------------------------------------------------------------------- kill
-
-    def kill(self, container_id: str, sig: int, all_processes: bool = False) -> None:
-        state = self.store.load(container_id)
-        status = state.status()
-        if status == STOPPED:
-            raise OcirtError(f"container {container_id!r} is not running")
-        if status == CREATING:
-            raise OcirtError(f"container {container_id!r} is still being created")
-        if all_processes and self._kill_all(state, sig):
-            return
-        os.kill(state.pid, sig)
-        if sig == _signal.SIGKILL and state.data.get("paused"):
-            # A frozen task acts on SIGKILL only once thawed.
-            hooks = self.later_hooks(state, "ocirt_command")
-            hooks.ocirt_command(container=self.context(state, hooks=hooks), command="resume", options={})
-
-    def _kill_all(self, state: ContainerState, sig: int, warn: bool = True) -> bool:
-        if "ocirt_kill_all" not in state.data.get("hooks", ()):
-            if warn:
-                self.log.warning(
-                    f"kill --all: no loaded plugin tracks the processes of {state.id!r}; "
-                    "signalling its init only"
-                )
-            return False
-        hooks = self.later_hooks(state, "ocirt_kill_all")
-        done = hooks.ocirt_kill_all(container=self.context(state, hooks=hooks), signal=sig)
-        return bool(done)
 
     # ------------------------------------------------------------------ delete
 

@@ -81,6 +81,11 @@ class CgroupDriver:
     def frozen(self) -> bool:
         raise NotImplementedError
 
+    def freeze_file(self) -> tuple[str, str] | None:
+        """A file and its content while the cgroup is not frozen, if there is one:
+        ``state`` reads it without importing the driver (it runs often)."""
+        return None
+
     def pids(self) -> list[int]:
         """Host pids of every process in the container's cgroup."""
         raise NotImplementedError

@@ -115,6 +115,11 @@ def driver(container: Container) -> CgroupDriver | None:
     return found
 
 
+def _record(drv: CgroupDriver) -> dict[str, Any]:
+    """What later commands rebuild the driver from, and the freezer file ``state`` reads."""
+    return {**drv.record(), "driver": drv.name, "freeze_file": drv.freeze_file()}
+
+
 @hookimpl
 def ocirt_validate(container: Container) -> None:
     if container.exec_target:
@@ -137,7 +142,7 @@ def ocirt_prepare_host(container: Container) -> None:
     try:
         drv.create(_resources(container))
     finally:  # even half-made: cleanup removes what was made
-        container.plugin_data[KEY] = {**drv.record(), "driver": drv.name}
+        container.plugin_data[KEY] = _record(drv)
 
 
 @hookimpl(tryfirst=True)
@@ -181,11 +186,19 @@ def ocirt_cleanup(container: Container) -> None:
     if drv.pids():  # processes left without a pid namespace to take them down
         drv.kill_all(9)
     drv.destroy()
-    container.plugin_data[KEY] = {**drv.record(), "driver": drv.name}
+    container.plugin_data[KEY] = _record(drv)
 
 
 @hookimpl
 def ocirt_status(container: Container) -> str | None:
+    probe = (container.plugin_data.get(KEY) or {}).get("freeze_file")
+    if probe and KEY not in container.local:
+        path, thawed = probe
+        try:
+            with open(path) as f:
+                return "paused" if f.read().strip() != thawed else None
+        except OSError:
+            return None
     drv = driver(container)
     return "paused" if drv is not None and drv.frozen() else None
 

@@ -332,6 +332,10 @@ class CgroupV1(CgroupDriver):
                 raise OcirtError(f"cgroup {directory}: freezer.state did not become {target}")
             time.sleep(0.01)
 
+    def freeze_file(self) -> tuple[str, str] | None:
+        directory = self.dirs.get("freezer")
+        return (os.path.join(directory, "freezer.state"), "THAWED") if directory else None
+
     def frozen(self) -> bool:
         directory = self.dirs.get("freezer")
         if directory is None:

@@ -368,6 +368,9 @@ class CgroupV2(CgroupDriver):
     def thaw(self) -> None:
         self._set_frozen("0")
 
+    def freeze_file(self) -> tuple[str, str] | None:
+        return (self._file("cgroup.freeze"), "0")
+
     def frozen(self) -> bool:
         try:
             return self.read("cgroup.freeze").strip() == "1"
