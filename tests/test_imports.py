@@ -74,9 +74,10 @@ def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> 
     assert not {m for m in seen["start"] if m.startswith("ocirt.plugins.")}
     assert "ocirt.plugins.hooks.plugin" not in seen["delete"]
     assert "ocirt.plugins.mounts.plugin" not in seen["delete"]
-    # state and kill never fork: no lifecycle, no ctypes; state reads the freezer
-    # file the cgroup driver recorded, without importing the driver.
-    for command in ("state", "kill", "pause", "resume"):
+    # Only create and exec fork: the other commands import neither lifecycle nor
+    # ctypes; state reads the freezer file the cgroup driver recorded, without
+    # importing the driver.
+    for command in ("start", "state", "kill", "pause", "resume", "delete"):
         assert not {"ocirt.core.lifecycle", "ctypes"} & seen[command], command
     assert not {"ocirt.plugins.cgroups.v1", "ocirt.plugins.cgroups.v2"} & seen["state"]
     assert not {m for m in seen["kill"] if m.startswith("ocirt.plugins.")}

@@ -74,7 +74,7 @@ def create(
 
 
 def start(g: Globals, container_id: str) -> int:
-    g.runtime().start(container_id)
+    g.control().start(container_id)
     return 0
 
 
@@ -171,7 +171,7 @@ def kill(g: Globals, container_id: str, signal: str = "SIGTERM", all_processes: 
 
 
 def delete(g: Globals, container_id: str, force: bool = False) -> int:
-    g.runtime().delete(container_id, force)
+    g.control().delete(container_id, force)
     return 0
 
 

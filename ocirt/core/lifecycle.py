@@ -1,4 +1,4 @@
-"""create / start / kill / delete / run: the only place that forks.
+"""create, restore, exec and run's wait: the only place that forks.
 
 The kernel's part of each command is the OCI state machine and the handshake;
 everything that isolates happens in plugin hooks (see ``hookspecs``).
@@ -38,8 +38,8 @@ from ocirt import OCI_VERSION
 from ocirt.core import spec as spec_mod
 from ocirt.core import trace
 from ocirt.core.context import Container
-from ocirt.core.control import Control
-from ocirt.core.errors import ContainerNotFound, NotSupported, OcirtError
+from ocirt.core.control import KILL_TIMEOUT, Control, kill_quietly
+from ocirt.core.errors import NotSupported, OcirtError
 from ocirt.core.state import (
     CREATED,
     CREATING,
@@ -61,7 +61,6 @@ if TYPE_CHECKING:
     from ocirt.core.plugins import PluginRef
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-KILL_TIMEOUT = 10.0
 
 
 class Runtime(Control):
@@ -193,7 +192,7 @@ class Runtime(Control):
         except BaseException:
             # End the child waiting on the channel before closing it: it would print
             # "the runtime went away" over the runtime's own error. _rollback reaps it.
-            _kill_quietly(ctx.init_pid or setup_pid, _signal.SIGKILL)
+            kill_quietly(ctx.init_pid or setup_pid, _signal.SIGKILL)
             raise
         finally:
             runtime_end.close()
@@ -228,7 +227,7 @@ class Runtime(Control):
         pid = ctx.init_pid or ctx.state.pid
         if pid:
             start = process_start_time(pid)
-            _kill_quietly(pid, _signal.SIGKILL)
+            kill_quietly(pid, _signal.SIGKILL)
             _reap_if_child(pid)
             wait_gone(pid, start, KILL_TIMEOUT)
         if hooks is not None:
@@ -237,69 +236,6 @@ class Runtime(Control):
             except Exception as e:
                 self.log.warning(f"rollback of {ctx.id!r}: {e}")
         self.store.remove(ctx.id)
-
-    # ------------------------------------------------------------------- start
-
-    def start(self, container_id: str) -> Container:
-        """Let a created container's init exec the user process."""
-        with self.store.lock(container_id):
-            state = self.store.load(container_id)
-            status = state.status()
-            if status != CREATED:
-                raise OcirtError(f"cannot start container {container_id!r}: it is {status}, not created")
-            if not state.data.get("has_process"):
-                raise OcirtError(
-                    f"cannot start container {container_id!r}: its config.json has no process "
-                    "(the spec requires process at start)"
-                )
-            _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
-            os.unlink(state.fifo)
-            state.data["status"] = RUNNING
-            self.store.save(state)
-            ctx = Container(container_id, None, state, self.log)
-            if "ocirt_poststart" in state.data.get("hooks", ()):
-                ctx = self.context(state)
-                self.later_hooks(state, "ocirt_poststart").ocirt_poststart(container=ctx)
-            return ctx
-
-    # ------------------------------------------------------------------ delete
-
-    def delete(self, container_id: str, force: bool = False) -> None:
-        if not self.store.exists(container_id):
-            if force:
-                self.store.remove(container_id)  # a half-made directory, if any
-                return
-            raise ContainerNotFound(f"container {container_id!r} does not exist")
-        with self.store.lock(container_id):
-            state = self.store.load(container_id)
-            status = state.status()
-            if status != STOPPED:
-                if not force:
-                    raise OcirtError(
-                        f"cannot delete container {container_id!r} that is {status}: "
-                        "stop it first or use --force"
-                    )
-                start = state.data.get("init_start")
-                # With a pid namespace, SIGKILL to the init ends all the container's
-                # processes; without one, only a plugin tracking them can.
-                if not self._kill_all(state, _signal.SIGKILL, warn=False):
-                    _kill_quietly(state.pid, _signal.SIGKILL)
-                if not wait_gone(state.pid, start, KILL_TIMEOUT):
-                    raise OcirtError(
-                        f"container {container_id!r}: init {state.pid} did not exit after SIGKILL"
-                    )
-            if "ocirt_cleanup" in state.data.get("hooks", ()):
-                try:
-                    hooks = self.later_hooks(state, "ocirt_cleanup")
-                except OcirtError as e:
-                    if not force:
-                        raise
-                    # A plugin of the container's set is gone (uninstalled): with --force
-                    # the state goes anyway rather than stranding the container.
-                    self.log.warning(f"delete {container_id!r}: {e}; its resources may remain")
-                else:
-                    hooks.ocirt_cleanup(container=self.context(state, hooks=hooks))
-            self.store.remove(container_id)
 
     # -------------------------------------------------------------------- exec
 
@@ -359,7 +295,7 @@ class Runtime(Control):
                 else:
                     raise OcirtError(f"exec: unexpected message {message!r}")
         except BaseException:
-            _kill_quietly(ctx.exec_pid or setup_pid, _signal.SIGKILL)
+            kill_quietly(ctx.exec_pid or setup_pid, _signal.SIGKILL)
             _reap_if_child(setup_pid)
             if ctx.exec_pid and ctx.exec_pid != setup_pid:
                 _reap_if_child(ctx.exec_pid)
@@ -376,7 +312,7 @@ class Runtime(Control):
         Returns the exit status as a shell shows it (128+N for a signal).
         """
         for sig in FORWARDED_SIGNALS:
-            _signal.signal(sig, lambda signum, _frame: _kill_quietly(pid, signum))
+            _signal.signal(sig, lambda signum, _frame: kill_quietly(pid, signum))
         while True:
             try:
                 child, status = os.waitpid(-1, 0)
@@ -679,42 +615,6 @@ def _make_fifo(path: str) -> int:
     return os.open(path, os.O_PATH | os.O_CLOEXEC)
 
 
-def _release_init(state: ContainerState, wait_exec: bool) -> None:
-    """Open the fifo (which unblocks init) and read its byte; fail if init dies.
-
-    With ``wait_exec``, then wait for EOF: the init holds the write end until it
-    execs the user process (or exits), so poststart hooks run after the exec, as
-    the spec asks. Without poststart hooks nobody needs to wait for that, as
-    with runc, whose ``start`` returns once the init is released.
-    """
-    import select
-
-    fd = os.open(state.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        deadline = time.monotonic() + KILL_TIMEOUT
-        released = False
-        while True:
-            if poller.poll(20):
-                if os.read(fd, 1):
-                    if not wait_exec:
-                        return
-                    released = True
-                elif released:
-                    return
-            if released:
-                if time.monotonic() > deadline:
-                    return  # released, but the exec is slow: start has done its part
-                continue
-            if not state.init_alive():
-                raise OcirtError(f"cannot start container {state.id!r}: its init process has exited")
-            if time.monotonic() > deadline:
-                raise OcirtError(f"cannot start container {state.id!r}: its init did not answer")
-    finally:
-        os.close(fd)
-
-
 def write_pid_file(path: str, pid: int) -> None:
     """The decimal pid, no newline, written atomically (engines read it at once)."""
     path = os.path.abspath(path)
@@ -722,15 +622,6 @@ def write_pid_file(path: str, pid: int) -> None:
     with open(tmp, "w") as f:
         f.write(str(pid))
     os.rename(tmp, path)
-
-
-def _kill_quietly(pid: int, sig: int) -> None:
-    if pid <= 0:  # never signal a process group by accident
-        return
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _reap_if_child(pid: int) -> None:
