@@ -81,6 +81,8 @@ def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> 
         assert not {"ocirt.core.lifecycle", "ctypes"} & seen[command], command
     assert not {"ocirt.plugins.cgroups.v1", "ocirt.plugins.cgroups.v2"} & seen["state"]
     assert not {m for m in seen["kill"] if m.startswith("ocirt.plugins.")}
+    # The loopback of a new network namespace comes up through a bare socket fd.
+    assert "_socket" not in seen["create"]
 
 
 def test_state_and_kill_do_not_read_the_config(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> None:

@@ -223,7 +223,6 @@ def ocirt_enter_namespaces(container: Container) -> None:
     if user is not None:
         # Inside, the runtime's own files may be out of the mapped ids' reach (an
         # interpreter under a 0700 home): import now what is needed later.
-        import _socket  # noqa: F401 - loopback_up
         import struct  # noqa: F401 - loopback_up
 
         from ocirt.plugins.namespaces import userns  # loaded by ocirt_validate
@@ -334,15 +333,15 @@ def loopback_up() -> None:
     One flag on one interface needs no netlink library; importing pyroute2
     would cost about 200 ms on every container start.
     """
-    import _socket
     import fcntl
     import struct
 
+    af_inet, sock_dgram, sock_cloexec = 2, 2, 0o2000000
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
-    sock = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    fd = syscalls.socket(af_inet, sock_dgram | sock_cloexec)
     try:
         request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(sock.fileno(), siocgifflags, request))[1]
-        fcntl.ioctl(sock.fileno(), siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+        flags = struct.unpack("16sH14x", fcntl.ioctl(fd, siocgifflags, request))[1]
+        fcntl.ioctl(fd, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
     finally:
-        sock.close()
+        os.close(fd)
