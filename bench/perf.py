@@ -19,6 +19,10 @@ Figures (medians over ``--runs`` rounds; ratios are ocirt/runc):
              10 and for ``--scale`` containers, and the per-container
              cost at each size (must not grow faster than linearly)
 
+The ``floor`` column is the start-up of ocirt's interpreter alone (``python -I
+-S -c 'import os'``) times the ocirt processes a figure starts, over runc's
+time: no ocirt written in Python can go below it on this machine.
+
     .venv/bin/python bench/perf.py --runs 30
     .venv/bin/python bench/perf.py --runs 10 --scale 100 --batch 10
 
@@ -45,6 +49,8 @@ REPO = Path(__file__).resolve().parent.parent
 CGROUP_PREFIX = "ocirt-bench"
 
 TARGETS = {"run": 0.75, "sequence": 1.0, "state": 1.0, "kill": 1.0}
+#: ocirt processes each figure starts: the interpreter's own start-up is paid this often.
+PROCESSES = {"run": 1, "sequence": 5, "state": 1, "kill": 1}
 RSS_LIMIT_KIB = 15 * 1024
 
 
@@ -136,6 +142,14 @@ def sequence_once(rt: Runtime, cid: str) -> float:
     return elapsed + rt.delete(cid)
 
 
+def interpreter_start(python: str) -> float:
+    """One start of ocirt's interpreter as the launcher starts it, with ``os`` (which
+    every command needs) and nothing of ocirt: the floor under each ocirt command."""
+    t0 = time.perf_counter()
+    subprocess.run([python, "-I", "-S", "-c", "import os"], check=True)
+    return time.perf_counter() - t0
+
+
 def waiting_init_rss_kib(rt: Runtime, cid: str) -> int:
     """VmRSS of the init of a created container (before start)."""
     rt.create(cid, ["/bin/true"])
@@ -220,6 +234,8 @@ def main() -> int:
         ]
         times: dict[str, dict[str, list[float]]] = {s: {r.name: [] for r in runtimes} for s in TARGETS}
         rss: dict[str, list[int]] = {r.name: [] for r in runtimes}
+        python = str(Path(args.ocirt).parent / "python")
+        floor: list[float] = []
         for rt in runtimes:  # one untimed round: page cache, byte code, first cgroups
             run_once(rt, f"warm-{rt.name}")
         # Long-lived containers for `state` and `kill` alone.
@@ -235,6 +251,7 @@ def main() -> int:
                 times["kill"][rt.name].append(rt.call("kill", f"idle-{rt.name}", "CONT"))
                 if i < 5:
                     rss[rt.name].append(waiting_init_rss_kib(rt, f"m{i}-{rt.name}"))
+            floor.append(interpreter_start(python))
             if sys.stderr.isatty():
                 print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
         for rt in runtimes:
@@ -249,18 +266,25 @@ def main() -> int:
 
         met = True
         print(f"{args.runs} rounds; medians in ms; ratio = ocirt/runc")
-        print(f"{'figure':<10} {'ocirt':>8} {'runc':>8} {'ratio':>6}  target")
+        print(f"{'figure':<10} {'ocirt':>8} {'runc':>8} {'ratio':>6} {'floor':>6}  target")
+        start = median_ms(floor)
         for figure, target in TARGETS.items():
             o, r = median_ms(times[figure]["ocirt"]), median_ms(times[figure]["runc"])
             ok = o / r <= target
             met &= ok
-            print(f"{figure:<10} {o:>8.1f} {r:>8.1f} {o / r:>6.2f}  <= {target} {'met' if ok else 'NOT met'}")
+            least = PROCESSES[figure] * start / r
+            verdict = "met" if ok else "NOT met"
+            print(f"{figure:<10} {o:>8.1f} {r:>8.1f} {o / r:>6.2f} {least:>6.2f}  <= {target} {verdict}")
         o_rss, r_rss = statistics.median(rss["ocirt"]), statistics.median(rss["runc"])
         rss_ok = o_rss < RSS_LIMIT_KIB
         met &= rss_ok
         verdict = "met" if rss_ok else "NOT met"
         mib = f"{o_rss / 1024:>8.1f} {r_rss / 1024:>8.1f}"
-        print(f"{'rss MiB':<10} {mib} {o_rss / r_rss:>6.2f}  < 15 MiB {verdict}")
+        print(f"{'rss MiB':<10} {mib} {o_rss / r_rss:>6.2f} {'':>6}  < 15 MiB {verdict}")
+        print(
+            f"floor: the least ratio any Python ocirt could reach, its interpreter starting\n"
+            f"({python} -I -S -c 'import os': {start:.1f} ms) once per ocirt process"
+        )
         print(f"\nscale (batches of {args.batch}): total s, and ms per container")
         for size in sizes:
             o, r = scaled["ocirt"][size], scaled["runc"][size]
