@@ -11,6 +11,8 @@ the ``ocirt_cgroup_drivers`` hook: ``return {"mydriver": MyDriver}``.
 
 from __future__ import annotations
 
+from ocirt.plugins.cgroups import paths
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any
@@ -79,7 +81,9 @@ class CgroupDriver:
         raise NotImplementedError
 
     def frozen(self) -> bool:
-        raise NotImplementedError
+        """By default, what ``freeze_file`` says."""
+        probe = self.freeze_file()
+        return probe is not None and paths.frozen(probe)
 
     def freeze_file(self) -> tuple[str, str] | None:
         """A file and its content while the cgroup is not frozen, if there is one:

@@ -192,13 +192,8 @@ def ocirt_cleanup(container: Container) -> None:
 @hookimpl
 def ocirt_status(container: Container) -> str | None:
     probe = (container.plugin_data.get(KEY) or {}).get("freeze_file")
-    if probe and KEY not in container.local:
-        path, thawed = probe
-        try:
-            with open(path) as f:
-                return "paused" if f.read().strip() != thawed else None
-        except OSError:
-            return None
+    if probe and KEY not in container.local:  # as recorded at create: no driver import
+        return "paused" if paths.frozen(probe) else None
     drv = driver(container)
     return "paused" if drv is not None and drv.frozen() else None
 

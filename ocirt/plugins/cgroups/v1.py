@@ -336,15 +336,6 @@ class CgroupV1(CgroupDriver):
         directory = self.dirs.get("freezer")
         return (os.path.join(directory, "freezer.state"), "THAWED") if directory else None
 
-    def frozen(self) -> bool:
-        directory = self.dirs.get("freezer")
-        if directory is None:
-            return False
-        try:
-            return _read(directory, "freezer.state").strip() != "THAWED"
-        except OSError:
-            return False
-
     def pids(self) -> list[int]:
         for controller in ("pids", "freezer", "memory", *self.dirs):
             if controller in self.dirs:

@@ -371,12 +371,6 @@ class CgroupV2(CgroupDriver):
     def freeze_file(self) -> tuple[str, str] | None:
         return (self._file("cgroup.freeze"), "0")
 
-    def frozen(self) -> bool:
-        try:
-            return self.read("cgroup.freeze").strip() == "1"
-        except FileNotFoundError:
-            return False
-
     def pids(self) -> list[int]:
         found: list[int] = []
         for root, _dirs, files in os.walk(self.dir):
