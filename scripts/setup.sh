@@ -118,6 +118,9 @@ fi
 # Byte-compile ocirt: every command is a new interpreter, and where
 # PYTHONDONTWRITEBYTECODE is set nothing would ever be cached.
 .venv/bin/python -m compileall -q ocirt >/dev/null
+# ...and into one file the launcher loads at once (ocirt/codecache.py): about
+# 1.5 ms of every `run`. Modules edited after this are imported the usual way.
+.venv/bin/python -m ocirt.codecache >/dev/null
 
 ((demo)) || exit 0
 
