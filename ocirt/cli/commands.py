@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ocirt.cli.globals import Globals
     from ocirt.core.context import Container
+    from ocirt.core.spec import Spec
 
 SIGNALS = {
     "HUP": 1, "INT": 2, "QUIT": 3, "ILL": 4, "TRAP": 5, "ABRT": 6, "IOT": 6, "BUS": 7, "FPE": 8,
@@ -47,13 +48,15 @@ def parse_signal(value: str) -> int:
     raise OcirtError(f"invalid signal {value!r}")
 
 
-def _create(g: Globals, container_id: str, bundle: str, detach: bool, **cli: object) -> Container:
+def _create(
+    g: Globals, container_id: str, bundle: str, detach: bool, spec: Spec | None = None, **cli: object
+) -> Container:
     """Create with the plugin set this call selects; ``cli`` options reach plugins."""
     from ocirt.core import plugins
 
     refs = plugins.select(g.add_plugins, g.drop_plugins)
     options = {**g.plugin_options(), **cli, "detach": detach}
-    return g.runtime().create(container_id, bundle, refs, options)
+    return g.runtime().create(container_id, bundle, refs, options, spec)
 
 
 def create(
@@ -108,14 +111,17 @@ def run(
         # it (user namespaces), so its exit status can be waited for.
         syscalls.prctl(syscalls.PR_SET_CHILD_SUBREAPER, 1)
     console = None
-    if not detach and console_socket is None and _wants_terminal(bundle):
-        from ocirt.cli.console import ConsoleSocket, Relay
+    spec = None
+    if not detach and console_socket is None:
+        spec = _readable_spec(bundle)
+        if spec and spec.process and spec.process.get("terminal"):
+            from ocirt.cli.console import ConsoleSocket, Relay
 
-        console = ConsoleSocket()
-        console_socket = console.path
+            console = ConsoleSocket()
+            console_socket = console.path
     try:
         ctx = _create(
-            g, container_id, bundle, detach, console_socket=console_socket, pid_file=pid_file,
+            g, container_id, bundle, detach, spec, console_socket=console_socket, pid_file=pid_file,
             no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
             **({"network": network} if network else {}),
         )  # fmt: skip
@@ -140,15 +146,15 @@ def run(
             runtime.delete(container_id, force=True)
 
 
-def _wants_terminal(bundle: str) -> bool:
-    """Whether the bundle's process asks for a terminal (a bad config fails in create)."""
+def _readable_spec(bundle: str) -> Spec | None:
+    """The bundle's config.json, read once for run and create; None if it is bad
+    (create then reads it again and reports why)."""
     from ocirt.core import spec as spec_mod
 
     try:
-        process = spec_mod.load(bundle).process
+        return spec_mod.load(bundle)
     except OcirtError:
-        return False
-    return bool(process and process.get("terminal"))
+        return None
 
 
 def state(g: Globals, container_id: str) -> int:

@@ -14,7 +14,7 @@ import time
 
 from ocirt.core.context import Container
 from ocirt.core.errors import ContainerNotFound, OcirtError
-from ocirt.core.state import CREATED, CREATING, RUNNING, STOPPED, wait_gone
+from ocirt.core.state import CREATED, CREATING, STOPPED, wait_gone
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -120,9 +120,9 @@ class Control:
                     "(the spec requires process at start)"
                 )
             _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
+            # No save: a live init without exec.fifo is "running" (ContainerState.status),
+            # as with runc, which also reads it from the fifo. One state.json write fewer.
             os.unlink(state.fifo)
-            state.data["status"] = RUNNING
-            self.store.save(state)
             ctx = Container(container_id, None, state, self.log)
             if "ocirt_poststart" in state.data.get("hooks", ()):
                 ctx = self.context(state)

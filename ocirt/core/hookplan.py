@@ -217,16 +217,25 @@ def _plan_path(refs: list[PluginRef]) -> str:
     return os.path.join(PLAN_DIR, f"{names}-{sum(key) % 65521:04x}.json")
 
 
+#: Plans already read and checked by this process (``run`` creates, starts and
+#: deletes in one process; its plugin files do not change in between).
+_checked: dict[str, dict[str, Any]] = {}
+
+
 def _load_plan(refs: list[PluginRef]) -> dict[str, Any] | None:
+    path = _plan_path(refs)
+    if path in _checked:
+        return _checked[path]
     try:
-        with open(_plan_path(refs)) as f:
+        with open(path) as f:
             plan: dict[str, Any] = jsonio.loads(f.read())
     except (OSError, ValueError):
         return None
     if plan.get("version") != __version__ or plan.get("refs") != [[r.name, r.ref] for r in refs]:
         return None
-    if any(_mtime(path) != mtime for path, mtime in plan.get("files", {}).items()):
+    if any(_mtime(file) != mtime for file, mtime in plan.get("files", {}).items()):
         return None
+    _checked[path] = plan
     return plan
 
 

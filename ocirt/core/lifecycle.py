@@ -59,6 +59,7 @@ if TYPE_CHECKING:
 
     from ocirt.core.hookplan import Hooks
     from ocirt.core.plugins import PluginRef
+    from ocirt.core.spec import Spec
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -69,9 +70,15 @@ class Runtime(Control):
     # ------------------------------------------------------------------ create
 
     def create(
-        self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
+        self,
+        container_id: str,
+        bundle: str,
+        refs: list[PluginRef],
+        options: dict[str, Any],
+        spec: Spec | None = None,
     ) -> Container:
-        """Create a container and leave its init waiting on exec.fifo."""
+        """Create a container and leave its init waiting on exec.fifo; ``spec``: the
+        bundle's config.json if the caller has read it already."""
 
         def bring_up(ctx: Container, hooks: Hooks) -> str:
             fifo_fd = _make_fifo(ctx.state.fifo)
@@ -79,7 +86,7 @@ class Runtime(Control):
             self._fork_and_drive(ctx, hooks, fifo_fd)
             return CREATED
 
-        return self._make(container_id, bundle, refs, options, bring_up)
+        return self._make(container_id, bundle, refs, options, bring_up, spec)
 
     def restore(
         self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
@@ -111,12 +118,13 @@ class Runtime(Control):
         refs: list[PluginRef],
         options: dict[str, Any],
         bring_up: Callable[[Container, Hooks], str],
+        spec: Spec | None = None,
     ) -> Container:
         """What create and restore share: the state reserved and saved, every plugin's
         ``ocirt_validate``, then ``bring_up`` makes the processes and names the status;
         the state is saved with the init's pid and the pid file written. Any failure
         rolls everything back, leaving nothing."""
-        ctx = self._new(container_id, bundle, refs, options)
+        ctx = self._new(container_id, spec or spec_mod.load(bundle), refs, options)
         state = ctx.state
         hooks = None
         try:
@@ -137,10 +145,9 @@ class Runtime(Control):
         return ctx
 
     def _new(
-        self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
+        self, container_id: str, spec: Spec, refs: list[PluginRef], options: dict[str, Any]
     ) -> Container:
         """A container in state ``creating``, its directory reserved (not saved yet)."""
-        spec = spec_mod.load(bundle)
         directory = self.store.reserve(container_id)
         state = ContainerState(
             {

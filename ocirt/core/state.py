@@ -102,7 +102,10 @@ class ContainerState:
         return pid > 0 and process_start_time(pid) == self.data.get("init_start")
 
     def status(self) -> str:
-        """The live status: the stored one, corrected by whether init still exists."""
+        """The live status: the stored one, corrected by whether init still exists.
+
+        ``start`` does not store "running": a created container whose exec.fifo is
+        gone and whose init lives is running."""
         stored = self.data.get("status", CREATING)
         if stored == CREATING:
             return CREATING
