@@ -19,7 +19,7 @@ import os
 import sys
 
 from ocirt import __version__
-from ocirt.core import jsonio, trace
+from ocirt.core import fileio, jsonio, trace
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -227,8 +227,7 @@ def _load_plan(refs: list[PluginRef]) -> dict[str, Any] | None:
     if path in _checked:
         return _checked[path]
     try:
-        with open(path) as f:
-            plan: dict[str, Any] = jsonio.loads(f.read())
+        plan: dict[str, Any] = jsonio.loads(fileio.read_bytes(path))
     except (OSError, ValueError):
         return None
     if plan.get("version") != __version__ or plan.get("refs") != [[r.name, r.ref] for r in refs]:

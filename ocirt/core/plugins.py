@@ -16,7 +16,7 @@ import os
 import sys
 
 from ocirt import PLUGIN_API_VERSION, PROJECT_NAME
-from ocirt.core import jsonio
+from ocirt.core import fileio, jsonio
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -72,8 +72,7 @@ def _entry_points() -> dict[str, PluginRef]:
     key = _path_key()
     cache = os.path.join(sys.prefix, ".ocirt-entry-points.json")
     try:
-        with open(cache) as f:
-            cached = jsonio.loads(f.read())
+        cached = jsonio.loads(fileio.read_bytes(cache))
         if cached.get("key") == key:
             return {name: PluginRef(name, ref, origin) for name, ref, origin in cached["plugins"]}
     except (OSError, ValueError, KeyError, TypeError):

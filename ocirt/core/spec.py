@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 
-from ocirt.core import jsonio
+from ocirt.core import fileio, jsonio
 from ocirt.core.errors import SpecError
 
 TYPE_CHECKING = False
@@ -79,8 +79,7 @@ def load(bundle: str) -> Spec:
     bundle = os.path.abspath(bundle)
     path = os.path.join(bundle, "config.json")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        raw = fileio.read_bytes(path)
     except FileNotFoundError:
         raise SpecError(f"{path}: no such file or directory (is {bundle} an OCI bundle?)") from None
     except OSError as e:

@@ -12,7 +12,7 @@ import fcntl
 import os
 import time
 
-from ocirt.core import jsonio
+from ocirt.core import fileio, jsonio
 from ocirt.core.errors import ContainerNotFound, OcirtError
 
 TYPE_CHECKING = False
@@ -54,8 +54,7 @@ def process_start_time(pid: int) -> str | None:
     Paired with the pid it identifies a process across pid reuse.
     """
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            raw = f.read()
+        raw = fileio.read_bytes(f"/proc/{pid}/stat")
     except OSError:
         return None
     fields = raw[raw.rfind(b")") + 2 :].split()
@@ -159,8 +158,7 @@ class StateStore:
     def load(self, container_id: str) -> ContainerState:
         directory = self.dir(container_id)
         try:
-            with open(os.path.join(directory, STATE_FILE), "rb") as f:
-                data = jsonio.loads(f.read())
+            data = jsonio.loads(fileio.read_bytes(os.path.join(directory, STATE_FILE)))
         except FileNotFoundError:
             raise ContainerNotFound(f"container {container_id!r} does not exist") from None
         except ValueError as e:
@@ -171,8 +169,7 @@ class StateStore:
         """Write state.json atomically (temporary file, fsync-free rename)."""
         path = os.path.join(state.dir, STATE_FILE)
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            f.write(jsonio.dumps(state.data))
+        fileio.write_bytes(tmp, jsonio.dumps(state.data).encode(), create=0o666)
         os.rename(tmp, path)
 
     def remove(self, container_id: str) -> None:

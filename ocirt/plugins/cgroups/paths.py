@@ -15,19 +15,22 @@ from __future__ import annotations
 
 import os
 
+from ocirt.core import fileio
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocirt.core.context import Container
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 
+_v1_mounts: dict[str, tuple[str, str]] = {}
+
 
 def frozen(freeze_file: tuple[str, str]) -> bool:
     """Whether a driver's ``freeze_file`` (a file, its content while thawed) says frozen."""
     path, thawed = freeze_file
     try:
-        with open(path) as f:
-            return f.read().strip() != thawed
+        return fileio.read_bytes(path).decode().strip() != thawed
     except OSError:  # the cgroup is gone, or the controller is not there
         return False
 
@@ -41,30 +44,31 @@ def v1_mounts() -> dict[str, tuple[str, str]]:
     """Controller -> (mount point, root of the mount) for every cgroup v1 hierarchy.
 
     Read from mountinfo rather than assumed, since co-mounted controllers
-    (``cpu,cpuacct``) and named hierarchies vary between hosts.
+    (``cpu,cpuacct``) and named hierarchies vary between hosts; read once per
+    process (create asks three times, and the host's hierarchies do not move).
     """
-    found: dict[str, tuple[str, str]] = {}
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            fields = line.split()
-            sep = fields.index("-")
-            if fields[sep + 1] != "cgroup":
-                continue
-            root, mount_point = fields[3], fields[4]
-            for option in fields[sep + 3].split(","):
-                if option not in ("rw", "ro") and option not in found:
-                    found[option] = (mount_point, root)
-    return found
+    if _v1_mounts:
+        return dict(_v1_mounts)
+    found = _v1_mounts
+    for line in fileio.read_bytes("/proc/self/mountinfo").decode().splitlines():
+        fields = line.split()
+        sep = fields.index("-")
+        if fields[sep + 1] != "cgroup":
+            continue
+        root, mount_point = fields[3], fields[4]
+        for option in fields[sep + 3].split(","):
+            if option not in ("rw", "ro") and option not in found:
+                found[option] = (mount_point, root)
+    return dict(found)
 
 
 def own_cgroups() -> dict[str, str]:
     """Controller -> this process's cgroup path, from /proc/self/cgroup."""
     own: dict[str, str] = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            for controller in controllers.split(","):
-                own[controller or ""] = path
+    for line in fileio.read_bytes("/proc/self/cgroup").decode().splitlines():
+        _, controllers, path = line.split(":", 2)
+        for controller in controllers.split(","):
+            own[controller or ""] = path
     return own
 
 

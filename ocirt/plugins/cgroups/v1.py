@@ -13,6 +13,7 @@ import errno
 import os
 import time
 
+from ocirt.core import fileio
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.cgroups import devrules, paths
 from ocirt.plugins.cgroups.driver import CgroupDriver
@@ -193,8 +194,7 @@ class CgroupV1(CgroupDriver):
     def _write(self, directory: str, name: str, value: str) -> None:
         path = os.path.join(directory, name)
         try:
-            with open(path, "w") as f:
-                f.write(value)
+            fileio.write_bytes(path, value.encode())
         except OSError as e:
             reason = (e.strerror or str(e)).lower()
             raise OcirtError(f"cgroup: cannot write {value!r} to {path}: {reason}") from None
@@ -382,8 +382,7 @@ class CgroupV1(CgroupDriver):
 
 
 def _read(directory: str, name: str) -> str:
-    with open(os.path.join(directory, name)) as f:
-        return f.read()
+    return fileio.read_bytes(os.path.join(directory, name)).decode()
 
 
 def _read_int(directory: str, name: str) -> int | None:

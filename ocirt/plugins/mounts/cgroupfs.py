@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 
+from ocirt.core import fileio
 from ocirt.core import syscalls as s
 from ocirt.plugins.mounts import paths
 from ocirt.plugins.mounts.paths import proc_fd
@@ -23,23 +24,21 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 def _hierarchies() -> list[tuple[str, str, str]]:
     """(mount point, mount root, fs type) of every cgroup mount in our namespace."""
     found = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            head, _, tail = line.partition(" - ")
-            fields = head.split()
-            fstype = tail.split()[0]
-            if fstype in ("cgroup", "cgroup2"):
-                found.append((fields[4], fields[3], fstype))
+    for line in fileio.read_bytes("/proc/self/mountinfo").decode().splitlines():
+        head, _, tail = line.partition(" - ")
+        fields = head.split()
+        fstype = tail.split()[0]
+        if fstype in ("cgroup", "cgroup2"):
+            found.append((fields[4], fields[3], fstype))
     return found
 
 
 def _own_paths() -> dict[str, str]:
     """Controller list (as in /proc/self/cgroup) -> our cgroup path."""
     paths = {}
-    with open("/proc/self/cgroup") as f:
-        for line in f:
-            _, controllers, path = line.rstrip("\n").split(":", 2)
-            paths[controllers] = path
+    for line in fileio.read_bytes("/proc/self/cgroup").decode().splitlines():
+        _, controllers, path = line.split(":", 2)
+        paths[controllers] = path
     return paths
 
 

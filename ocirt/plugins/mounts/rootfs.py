@@ -12,6 +12,7 @@ import errno
 import os
 import stat
 
+from ocirt.core import fileio
 from ocirt.core import syscalls as s
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.mounts import paths
@@ -55,12 +56,11 @@ def prepare_root(rootfs: str, propagation: str | None) -> None:
 def _make_parent_private(rootfs: str) -> None:
     """pivot_root refuses a shared parent mount: make the rootfs's parent private."""
     best = "/"
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            point = line.split()[4].replace("\\040", " ")
-            inside = rootfs == point or rootfs.startswith(point.rstrip("/") + "/")
-            if inside and len(point) > len(best):
-                best = point
+    for line in fileio.read_bytes("/proc/self/mountinfo").decode().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        inside = rootfs == point or rootfs.startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best = point
     s.mount(None, best, None, s.MS_PRIVATE)
 
 

@@ -26,7 +26,7 @@ import ctypes
 import os
 import sys
 
-from ocirt.core import jsonio
+from ocirt.core import fileio, jsonio
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -90,8 +90,7 @@ def key(section: dict[str, Any]) -> str:
 def lookup(section: dict[str, Any]) -> Program | None:
     """The kept program for this profile, if one was made by the libseccomp installed now."""
     try:
-        with open(os.path.join(CACHE_DIR, key(section) + ".json")) as f:
-            entry = jsonio.loads(f.read())
+        entry = jsonio.loads(fileio.read_bytes(os.path.join(CACHE_DIR, key(section) + ".json")))
         if entry["library"] != _identity(entry["library"][0]):
             return None
         return Program(bytes.fromhex(entry["bpf"]), int(entry["flags"]), list(entry["unknown"]))

@@ -23,7 +23,7 @@ set, which no process it starts can ever hold.
 
 from __future__ import annotations
 
-from ocirt.core import syscalls
+from ocirt.core import fileio, syscalls
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -158,18 +158,16 @@ def names(mask: int) -> list[str]:
 
 def _kernel_last_cap() -> int:
     try:
-        with open("/proc/sys/kernel/cap_last_cap") as f:
-            return min(int(f.read()), len(NAMES) - 1)
+        return min(int(fileio.read_bytes("/proc/sys/kernel/cap_last_cap")), len(NAMES) - 1)
     except (OSError, ValueError):
         return len(NAMES) - 1
 
 
 def _runtime_bounding() -> int:
     """The runtime's own bounding set (``CapBnd``): the most any of its children can have."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("CapBnd:"):
-                return int(line.split()[1], 16)
+    for line in fileio.read_bytes("/proc/self/status").splitlines():
+        if line.startswith(b"CapBnd:"):
+            return int(line.split()[1], 16)
     return (1 << len(NAMES)) - 1
 
 
