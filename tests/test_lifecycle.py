@@ -387,6 +387,9 @@ def test_list(ocirt: Ocirt, bundle: Bundle) -> None:
     assert by_id[second]["status"] == "running"
     assert by_id[second]["pid"] == pids[second]
     assert by_id[first]["bundle"] == str(bundle.path)
+    # As runc: `list` names the state directory's owner, `state` leaves it empty.
+    assert by_id[first]["owner"] == "root"
+    assert ocirt.state(first)["owner"] == ""
 
     assert ocirt("list", "--quiet", check=True).stdout == f"{first}\n{second}\n"
     assert ocirt("list", "-q", check=True).stdout == f"{first}\n{second}\n"

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -566,21 +567,49 @@ def test_store_ids_and_remove(tmp_path: Path) -> None:
 def test_store_lock_is_exclusive(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path / "root"))
     _state(store, "c1")
-    lock_path = os.path.join(store.dir("c1"), "lock")
     with store.lock("c1"):
-        fd = os.open(lock_path, os.O_RDWR)
+        fd = os.open(store.dir("c1"), os.O_RDONLY | os.O_DIRECTORY)
         try:
             with pytest.raises(BlockingIOError):
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         finally:
             os.close(fd)
-    fd = os.open(lock_path, os.O_RDWR)
+    fd = os.open(store.dir("c1"), os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         os.close(fd)
+    assert sorted(os.listdir(store.dir("c1"))) == ["state.json"]  # no lock file
     with pytest.raises(ContainerNotFound), store.lock("missing"):
         pass
+
+
+def test_remove_unsaved_waits_for_the_create(tmp_path: Path) -> None:
+    """delete --force of a directory without state.json: a crashed create's goes at
+    once; one whose create is under way waits for it, and is left if it saved."""
+    store = StateStore(str(tmp_path / "root"))
+    store.reserve("crashed")
+    assert store.remove_unsaved("crashed")
+    assert not os.path.exists(store.dir("crashed"))
+    assert store.remove_unsaved("never-made")
+
+    store.reserve("busy")
+    saved = threading.Event()
+
+    def create() -> None:
+        with store.lock("busy"):
+            saved.set()
+            time.sleep(0.2)
+            store.save(ContainerState({"id": "busy", "status": "creating"}, store.dir("busy")))
+
+    worker = threading.Thread(target=create)
+    worker.start()
+    saved.wait(5)
+    began = time.monotonic()
+    assert not store.remove_unsaved("busy")
+    assert time.monotonic() - began >= 0.1
+    worker.join()
+    assert store.exists("busy")
 
 
 # ------------------------------------------------------- processes and status

@@ -186,7 +186,7 @@ def list_containers(g: Globals, fmt: str = "table", quiet: bool = False) -> int:
 
     from ocirt.core.state import iter_states
 
-    states = [st.oci_state() for st in iter_states(g.store())]
+    states = [{**st.oci_state(), "owner": _owner_of(st.dir)} for st in iter_states(g.store())]
     if quiet:
         for st in states:
             print(st["id"])
@@ -201,6 +201,20 @@ def list_containers(g: Globals, fmt: str = "table", quiet: bool = False) -> int:
     else:
         raise OcirtError(f"invalid --format {fmt!r}: use table or json")
     return 0
+
+
+def _owner_of(directory: str) -> str:
+    """The user owning a container's state directory, by name, as runc's ``list`` shows it."""
+    import pwd
+
+    try:
+        uid = os.stat(directory).st_uid
+    except OSError:
+        return ""
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
 
 
 def spec(g: Globals, bundle: str = ".", rootless: bool = False) -> int:

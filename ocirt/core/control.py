@@ -133,10 +133,10 @@ class Control:
 
     def delete(self, container_id: str, force: bool = False) -> None:
         if not self.store.exists(container_id):
-            if force:
-                self.store.remove(container_id)  # a half-made directory, if any
+            if not force:
+                raise ContainerNotFound(f"container {container_id!r} does not exist")
+            if self.store.remove_unsaved(container_id):  # a half-made directory, if any
                 return
-            raise ContainerNotFound(f"container {container_id!r} does not exist")
         with self.store.lock(container_id):
             state = self.store.load(container_id)
             status = state.status()

@@ -100,6 +100,7 @@ class Runtime(Control):
 
         def bring_up(ctx: Container, hooks: Hooks) -> str:
             hooks.ocirt_prepare_host(container=ctx)
+            self.store.save(ctx.state)
             started = time.time()
             pid = hooks.ocirt_restore(container=ctx)
             trace.record("restore.processes", "kernel", started)
@@ -120,16 +121,16 @@ class Runtime(Control):
         bring_up: Callable[[Container, Hooks], str],
         spec: Spec | None = None,
     ) -> Container:
-        """What create and restore share: the state reserved and saved, every plugin's
-        ``ocirt_validate``, then ``bring_up`` makes the processes and names the status;
-        the state is saved with the init's pid and the pid file written. Any failure
-        rolls everything back, leaving nothing."""
+        """What create and restore share: the state directory reserved and locked, every
+        plugin's ``ocirt_validate``, then ``bring_up`` saves the state ("creating") as
+        it starts making the processes and names the status; the state is saved with
+        the init's pid and the pid file written. Any failure rolls everything back,
+        leaving nothing."""
         ctx = self._new(container_id, spec or spec_mod.load(bundle), refs, options)
         state = ctx.state
         hooks = None
         try:
             with self.store.lock(container_id):
-                self.store.save(state)
                 hooks = self.hooks(list(refs))
                 ctx.local["hooks"] = hooks
                 self._validate(ctx, hooks)
@@ -158,7 +159,7 @@ class Runtime(Control):
                 "bundle": spec.bundle,
                 "rootfs": spec.rootfs,
                 "created": now_rfc3339(),
-                "owner": _owner(),
+                "owner": "",  # as runc's state shows it; `list` names the state directory's owner
                 "annotations": spec.annotations,
                 "has_process": spec.process is not None,
                 "plugins": [r.as_dict() for r in refs],
@@ -195,6 +196,9 @@ class Runtime(Control):
         ctx.channel = runtime_end
         ctx.setup_pid = setup_pid
         try:
+            # The first save, while the child enters its namespaces: from here on
+            # `state` shows "creating" and `delete --force` finds what to undo.
+            self.store.save(ctx.state)
             self._drive(ctx, hooks, runtime_end, setup_pid)
         except BaseException:
             # End the child waiting on the channel before closing it: it would print
@@ -646,15 +650,6 @@ def _exit_note(pid: int) -> str:
     if os.WIFSIGNALED(status):
         return f" (killed by signal {os.WTERMSIG(status)})"
     return ""
-
-
-def _owner() -> str:
-    import pwd
-
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
 
 
 def error_text(e: BaseException) -> str:

@@ -1,9 +1,11 @@
 """Container state on disk: one directory per container under the state root.
 
 ``<root>/<id>/state.json`` is written to a temporary file and renamed, so a
-reader never sees half a file; ``<root>/<id>/lock`` is flock'ed by every command
-that changes the container, so two commands on one id are serialised;
-``<root>/<id>/exec.fifo`` exists while the container is ``created``.
+reader never sees half a file; the directory ``<root>/<id>`` itself is flock'ed
+by every command that changes the container, so two commands on one id are
+serialised; ``<root>/<id>/exec.fifo`` exists while the container is ``created``.
+A directory without state.json is a create that has not forked yet, or one that
+crashed before it did.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "/run/ocirt"
 STATE_FILE = "state.json"
 FIFO_NAME = "exec.fifo"
-LOCK_NAME = "lock"
 
 # Container ids, as runc allows them (ASCII \w, '+', '-', '.'): no '/', no '..',
 # nothing unprintable.
@@ -194,11 +195,27 @@ class StateStore:
         return sorted(n for n in names if os.path.exists(os.path.join(self.root, n, STATE_FILE)))
 
     def lock(self, container_id: str) -> Lock:
-        return Lock(os.path.join(self.dir(container_id), LOCK_NAME))
+        return Lock(self.dir(container_id))
+
+    def remove_unsaved(self, container_id: str) -> bool:
+        """Remove a directory that has no state.json once its create is over (a crashed
+        one's at once); False if the create saved a state meanwhile."""
+        try:
+            with self.lock(container_id):
+                if self.exists(container_id):
+                    return False
+                self.remove(container_id)
+        except ContainerNotFound:
+            pass
+        return True
 
 
 class Lock:
-    """An exclusive flock on a container's lock file, as a context manager."""
+    """An exclusive flock on a container's state directory, as a context manager.
+
+    The directory itself rather than a lock file in it: one file fewer to make
+    and remove per container, each a metadata write on the state root's disk.
+    """
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -206,11 +223,9 @@ class Lock:
 
     def __enter__(self) -> Lock:
         try:
-            self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            self.fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except FileNotFoundError:
-            raise ContainerNotFound(
-                f"container {os.path.basename(os.path.dirname(self.path))!r} does not exist"
-            ) from None
+            raise ContainerNotFound(f"container {os.path.basename(self.path)!r} does not exist") from None
         fcntl.flock(self.fd, fcntl.LOCK_EX)
         return self
 
