@@ -49,14 +49,21 @@ def parse_signal(value: str) -> int:
 
 
 def _create(
-    g: Globals, container_id: str, bundle: str, detach: bool, spec: Spec | None = None, **cli: object
+    g: Globals,
+    container_id: str,
+    bundle: str,
+    detach: bool,
+    spec: Spec | None = None,
+    start: bool = False,
+    **cli: object,
 ) -> Container:
-    """Create with the plugin set this call selects; ``cli`` options reach plugins."""
+    """Create (and with ``start``, start) with the plugin set this call selects;
+    ``cli`` options reach plugins."""
     from ocirt.core import plugins
 
     refs = plugins.select(g.add_plugins, g.drop_plugins)
     options = {**g.plugin_options(), **cli, "detach": detach}
-    return g.runtime().create(container_id, bundle, refs, options, spec)
+    return g.runtime().create(container_id, bundle, refs, options, spec, start)
 
 
 def create(
@@ -119,21 +126,23 @@ def run(
 
             console = ConsoleSocket()
             console_socket = console.path
+    relay = None
     try:
+        # Without a relayed terminal, create starts the container itself.
         ctx = _create(
-            g, container_id, bundle, detach, spec, console_socket=console_socket, pid_file=pid_file,
-            no_pivot=no_pivot, no_new_keyring=no_new_keyring, preserve_fds=preserve_fds,
-            **({"network": network} if network else {}),
+            g, container_id, bundle, detach, spec, console is None, console_socket=console_socket,
+            pid_file=pid_file, no_pivot=no_pivot, no_new_keyring=no_new_keyring,
+            preserve_fds=preserve_fds, **({"network": network} if network else {}),
         )  # fmt: skip
         runtime = g.runtime()
-        try:
-            relay = Relay(console.receive()) if console else None
-            if relay:
+        if console:
+            try:
+                relay = Relay(console.receive())
                 relay.resize()  # before start: the program sees the caller's size from the outset
-            runtime.start(container_id)
-        except BaseException:
-            runtime.delete(container_id, force=True)
-            raise
+                runtime.start(container_id)
+            except BaseException:
+                runtime.delete(container_id, force=True)
+                raise
     finally:
         if console:
             console.close()

@@ -114,20 +114,28 @@ class Control:
             status = state.status()
             if status != CREATED:
                 raise OcirtError(f"cannot start container {container_id!r}: it is {status}, not created")
-            if not state.data.get("has_process"):
-                raise OcirtError(
-                    f"cannot start container {container_id!r}: its config.json has no process "
-                    "(the spec requires process at start)"
-                )
-            _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
-            # No save: a live init without exec.fifo is "running" (ContainerState.status),
-            # as with runc, which also reads it from the fifo. One state.json write fewer.
-            os.unlink(state.fifo)
-            ctx = Container(container_id, None, state, self.log)
-            if "ocirt_poststart" in state.data.get("hooks", ()):
-                ctx = self.context(state)
-                self.later_hooks(state, "ocirt_poststart").ocirt_poststart(container=ctx)
-            return ctx
+            self.release(state)
+            return self.poststart(state)
+
+    def release(self, state: ContainerState) -> None:
+        """The created init goes on to exec the user process (``start``, and ``run``
+        straight after its create). Nothing is saved: a live init without exec.fifo
+        is "running" (``ContainerState.status``), as runc also reads it from the fifo."""
+        if not state.data.get("has_process"):
+            raise OcirtError(
+                f"cannot start container {state.id!r}: its config.json has no process "
+                "(the spec requires process at start)"
+            )
+        _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
+        os.unlink(state.fifo)
+
+    def poststart(self, state: ContainerState) -> Container:
+        """The plugins' ``ocirt_poststart`` (OCI poststart hooks), once the process runs."""
+        ctx = Container(state.id, None, state, self.log)
+        if "ocirt_poststart" in state.data.get("hooks", ()):
+            ctx = self.context(state)
+            self.later_hooks(state, "ocirt_poststart").ocirt_poststart(container=ctx)
+        return ctx
 
     # ------------------------------------------------------------------ delete
 

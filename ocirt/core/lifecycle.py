@@ -76,9 +76,12 @@ class Runtime(Control):
         refs: list[PluginRef],
         options: dict[str, Any],
         spec: Spec | None = None,
+        start: bool = False,
     ) -> Container:
         """Create a container and leave its init waiting on exec.fifo; ``spec``: the
-        bundle's config.json if the caller has read it already."""
+        bundle's config.json if the caller has read it already. With ``start`` (run),
+        start it too, before the state is first saved as created: one save, load and
+        lock fewer between the init being ready and the user process."""
 
         def bring_up(ctx: Container, hooks: Hooks) -> str:
             fifo_fd = _make_fifo(ctx.state.fifo)
@@ -86,7 +89,7 @@ class Runtime(Control):
             self._fork_and_drive(ctx, hooks, fifo_fd)
             return CREATED
 
-        return self._make(container_id, bundle, refs, options, bring_up, spec)
+        return self._make(container_id, bundle, refs, options, bring_up, spec, start)
 
     def restore(
         self, container_id: str, bundle: str, refs: list[PluginRef], options: dict[str, Any]
@@ -120,6 +123,7 @@ class Runtime(Control):
         options: dict[str, Any],
         bring_up: Callable[[Container, Hooks], str],
         spec: Spec | None = None,
+        start: bool = False,
     ) -> Container:
         """What create and restore share: the state directory reserved and locked, every
         plugin's ``ocirt_validate``, then ``bring_up`` saves the state ("creating") as
@@ -135,11 +139,15 @@ class Runtime(Control):
                 ctx.local["hooks"] = hooks
                 self._validate(ctx, hooks)
                 status = bring_up(ctx, hooks)
-                start = process_start_time(ctx.init_pid)
-                state.data.update(status=status, pid=ctx.init_pid, init_start=start)
+                start_time = process_start_time(ctx.init_pid)
+                state.data.update(status=status, pid=ctx.init_pid, init_start=start_time)
+                if start:
+                    self.release(state)
                 self.store.save(state)
                 if options.get("pid_file"):
                     write_pid_file(options["pid_file"], ctx.init_pid)
+                if start:
+                    self.poststart(state)
         except BaseException:
             self._rollback(ctx, hooks)
             raise
