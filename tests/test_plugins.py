@@ -591,6 +591,36 @@ def test_trace(ocirt: Ocirt, bundle: Bundle, cid: str, tmp_path: Path, env: dict
     assert len(runtime) == 3  # create, start, delete
 
 
+def test_the_init_waits_for_the_runtime_only_when_a_plugin_acts_between(
+    ocirt: Ocirt, bundle: Bundle, tmp_path: Path, env: dict[str, str]
+) -> None:
+    """``ocirt_configure_from_host`` runs, and the init waits for it, only when a plugin
+    has work there: with the built-in plugins and no prestart or createRuntime hook,
+    the init goes on to its rootfs at once. With such a hook, it runs in the runtime
+    before the init mounts anything."""
+    quick = tmp_path / "quick.jsonl"
+    bundle.write(args=["true"])
+    result = ocirt("--trace", str(quick), "run", "--bundle", str(bundle.path), unique_id(), env=env)
+    assert result.returncode == 0, result.stderr
+    hooks = {line["hook"] for line in _trace_lines(quick)}
+    assert "ocirt_setup_rootfs" in hooks
+    assert "ocirt_configure_from_host" not in hooks
+
+    waited = tmp_path / "waited.jsonl"
+    marker = tmp_path / "hook-ran"
+    touch = {"path": "/bin/sh", "args": ["sh", "-c", f"touch {marker}"]}
+    bundle.write(args=["true"], hooks={"createRuntime": [touch]})
+    result = ocirt("--trace", str(waited), "run", "--bundle", str(bundle.path), unique_id(), env=env)
+    assert result.returncode == 0, result.stderr
+    assert marker.exists()
+    lines = _trace_lines(waited)
+    configure = [x for x in lines if (x["hook"], x["plugin"]) == ("ocirt_configure_from_host", "hooks")]
+    rootfs = [x for x in lines if (x["hook"], x["plugin"]) == ("ocirt_setup_rootfs", "mounts")]
+    assert len(configure) == 1 and len(rootfs) == 1
+    assert configure[0]["role"] == "runtime" and rootfs[0]["role"] == "init"
+    assert configure[0]["start"] + configure[0]["ms"] / 1000 <= rootfs[0]["start"]
+
+
 def test_trace_file_does_not_reach_the_container(
     ocirt: Ocirt, bundle: Bundle, tmp_path: Path, env: dict[str, str]
 ) -> None:

@@ -20,6 +20,10 @@ create::
     <- ready ------------------------------------  blocks opening exec.fifo
     state "created", pid file, exit
 
+configure_from_host and "continue" are left out when no plugin implements the
+former for this container (or all withdrew) and the setup child is the init: the
+runtime knows that pid from its fork, and the init goes on without waiting.
+
 start opens exec.fifo; init runs ``ocirt_start_container`` and execs.
 
 restore runs create's validate and prepare_host, then ``ocirt_restore`` (a plugin brings
@@ -187,6 +191,10 @@ class Runtime(Control):
             state.data["hooks"] = hooks.implemented()
 
     def _fork_and_drive(self, ctx: Container, hooks: Hooks, fifo_fd: int) -> None:
+        # The init waits for "continue" only when the runtime has something to do
+        # between its namespaces and its rootfs, or has yet to learn its pid (the
+        # setup child forked it); otherwise it goes straight on, a round trip sooner.
+        ctx.local[HANDSHAKE] = "ocirt_configure_from_host" in hooks.implemented()
         runtime_end, child_end = channel_pair()
         setup_pid = -1
         started = time.time()
@@ -226,8 +234,9 @@ class Runtime(Control):
             if kind == "pid":
                 ctx.init_pid = int(message["pid"] or setup_pid)
                 ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
-                hooks.ocirt_configure_from_host(container=ctx)
-                chan.send(type="continue")
+                if message["pid"] or ctx.local[HANDSHAKE]:
+                    hooks.ocirt_configure_from_host(container=ctx)
+                    chan.send(type="continue")
                 # Saved while the init sets up its rootfs: a `delete --force` after a
                 # crash of this process still finds the pid to kill.
                 self.store.save(ctx.state)
@@ -354,6 +363,10 @@ FORWARDED_SIGNALS = (
 )
 
 
+#: ``Container.local`` key: whether create's init waits for the runtime's "continue".
+HANDSHAKE = "kernel.handshake"
+
+
 def exit_status(status: int) -> int:
     """A wait status as a shell shows it: the exit code, or 128+N for signal N."""
     return os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128 + os.WTERMSIG(status)
@@ -433,7 +446,8 @@ def _child(ctx: Container, hooks: Hooks, chan: Channel, enter: Any, become: Call
             chan.send(type="pid", pid=None)  # the runtime knows it: it forked us
         ctx.role = "init"
         trace.set_role("init")
-        chan.expect("continue")  # the pid first: the runtime must know whom it waits for
+        if ctx.fork_init or ctx.local.get(HANDSHAKE, True):
+            chan.expect("continue")  # the pid first: the runtime must know whom it waits for
         become()
     except BaseException as e:
         try:

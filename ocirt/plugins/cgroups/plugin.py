@@ -128,10 +128,13 @@ def ocirt_validate(container: Container) -> None:
     if _rootless():
         if _resources(container):
             container.log.warning("cgroups: running without root, linux.resources are not applied")
+        container.withdraw(ocirt_configure_from_host)
         return
     drv = _new_driver(container)
     drv.validate(_resources(container))
     container.local[KEY] = drv
+    if drv.joins_itself:  # nothing for the runtime to do once the child has its namespaces
+        container.withdraw(ocirt_configure_from_host)
 
 
 @hookimpl

@@ -88,6 +88,9 @@ def ocirt_validate(container: Container) -> None:
         container.withdraw(ocirt_poststart)
     if not hooks.get("poststop"):
         container.withdraw(ocirt_cleanup)
+    if not (hooks.get("prestart") or hooks.get("createRuntime")):
+        # The init then need not wait for the runtime after its namespaces.
+        container.withdraw(ocirt_configure_from_host)
     if not hooks:
         return
     for kind, entries in hooks.items():
