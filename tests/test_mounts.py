@@ -192,6 +192,26 @@ def test_default_mounts(ocirt: Ocirt, bundle: Bundle) -> None:
     assert "ro" in info.options("/")  # root.readonly is true in `ocirt spec`'s config
 
 
+def test_a_writable_cgroup_mount_keeps_its_hierarchies_read_only(ocirt: Ocirt, bundle: Bundle) -> None:
+    """Without ``ro`` the cgroup tmpfs stays writable; each hierarchy bound in it is
+    still read-only, nosuid, nodev and noexec (the path taken one bind at a time)."""
+    mounts = [
+        m if m["destination"] != "/sys/fs/cgroup" else {**m, "options": ["nosuid", "noexec", "nodev"]}
+        for m in bundle.config["mounts"]
+    ]
+    info, out = mountinfo_after(
+        ocirt, bundle, "touch /sys/fs/cgroup/made && echo made; touch /sys/fs/cgroup/pids/x", mounts=mounts
+    )
+    if info.fstype("/sys/fs/cgroup") != "tmpfs":
+        pytest.skip("a pure cgroup v2 host mounts cgroup2 itself: no tmpfs of binds")
+    assert out.startswith("made\n")
+    assert "ro" not in info.options("/sys/fs/cgroup")
+    hierarchies = [p for p in info.entries if p.startswith("/sys/fs/cgroup/")]
+    assert "/sys/fs/cgroup/pids" in hierarchies
+    for point in hierarchies:
+        assert {"ro", "nosuid", "nodev", "noexec"} <= info.options(point), point
+
+
 def test_devpts_is_a_new_instance(ocirt: Ocirt, bundle: Bundle) -> None:
     out = ok(run(ocirt, bundle, "stat -c '%a %F' /dev/pts/ptmx; readlink /dev/ptmx; ls /dev/pts"))
     ptmx, link, *entries = out.split("\n")

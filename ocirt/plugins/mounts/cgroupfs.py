@@ -7,6 +7,7 @@ hierarchy, the init's own cgroup directory bound read-only at ``<dest>/<name>``.
 
 from __future__ import annotations
 
+import errno
 import os
 
 from ocirt.core import fileio
@@ -58,6 +59,7 @@ def mount_cgroup(root_fd: int, target: int, options: MountOptions) -> int:
     top = paths.reopen(root_fd, target)
     try:
         own = _own_paths()
+        bound = []
         for point, _root, fstype in hierarchies:
             if not point.startswith(CGROUP_ROOT + "/"):
                 continue
@@ -70,17 +72,21 @@ def mount_cgroup(root_fd: int, target: int, options: MountOptions) -> int:
                 # In a cgroup namespace joined by path, /proc/self/cgroup is relative to
                 # its root, whose host path is unknown here: show the hierarchy's root.
                 source = point
-            _bind_hierarchy(top, name, source, flags)
-        if flags & s.MS_RDONLY:
-            s.mount(None, proc_fd(top), None, s.MS_REMOUNT | flags, "mode=755")
+            _bind_hierarchy(top, name, source)
+            bound.append(name)
+        _make_read_only(top, bound, flags)
     except BaseException:
         os.close(top)
         raise
     return top
 
 
-def _bind_hierarchy(top: int, name: str, source: str, flags: int) -> None:
-    """Bind our own cgroup directory ``source`` read-only at ``<tmpfs>/<name>``."""
+def _bind_hierarchy(top: int, name: str, source: str) -> None:
+    """Bind our own cgroup directory ``source`` at ``<tmpfs>/<name>``.
+
+    The tmpfs is new and ours alone: the directory is made and opened relative
+    to its fd, with nothing of the rootfs on the way.
+    """
     try:
         os.mkdir(name, 0o755, dir_fd=top)
     except FileExistsError:
@@ -88,13 +94,36 @@ def _bind_hierarchy(top: int, name: str, source: str, flags: int) -> None:
     sub = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
     try:
         s.mount(source, proc_fd(sub), None, s.MS_BIND | s.MS_REC)
-        bound = paths.reopen(top, sub)
     finally:
         os.close(sub)
-    try:
-        s.mount(None, proc_fd(bound), None, s.MS_BIND | s.MS_REMOUNT | flags | s.MS_RDONLY)
-    finally:
-        os.close(bound)
+
+
+#: mount_setattr(2)'s attributes for the read-only, nosuid, nodev, noexec binds.
+_LOCKED_DOWN = s.MOUNT_ATTR_RDONLY | s.MOUNT_ATTR_NOSUID | s.MOUNT_ATTR_NODEV | s.MOUNT_ATTR_NOEXEC
+
+
+def _make_read_only(top: int, bound: list[str], flags: int) -> None:
+    """Every hierarchy read-only (nosuid, nodev, noexec), and the tmpfs too if ``ro``.
+
+    With a read-only tmpfs, one recursive mount_setattr(2) does it all; otherwise,
+    or where the kernel lacks that call, each bind is remounted on its own.
+    """
+    if flags & s.MS_RDONLY:
+        try:
+            s.mount_setattr(top, "", s.AT_EMPTY_PATH | s.AT_RECURSIVE, _LOCKED_DOWN)
+            return
+        except OSError as e:
+            if e.errno != errno.ENOSYS:
+                raise
+    for name in bound:
+        # A new lookup of the name crosses into the bind: the fd of its top.
+        fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=top)
+        try:
+            s.mount(None, proc_fd(fd), None, s.MS_BIND | s.MS_REMOUNT | flags | s.MS_RDONLY)
+        finally:
+            os.close(fd)
+    if flags & s.MS_RDONLY:
+        s.mount(None, proc_fd(top), None, s.MS_REMOUNT | flags, "mode=755")
 
 
 def _controllers_key(own: dict[str, str], name: str) -> str | None:
