@@ -3,7 +3,8 @@
 Plugin authors mark hook implementations with :func:`hookimpl`.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations`` here or in ocirt.codecache: the launcher
+# imports both before the code cache serves ``__future__`` to every other module.
 
 __version__ = "0.1.0"
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 
 
 def hookimpl(
-    function: F | None = None,
+    function: "F | None" = None,
     *,
     tryfirst: bool = False,
     trylast: bool = False,
@@ -33,7 +34,7 @@ def hookimpl(
     hookwrapper: bool = False,
     optionalhook: bool = False,
     specname: str | None = None,
-) -> Any:
+) -> "Any":
     """Mark a hook implementation, as ``pluggy.HookimplMarker("ocirt")`` does.
 
     It sets the very attribute pluggy reads (``ocirt_impl``), so pluggy
@@ -42,7 +43,7 @@ def hookimpl(
     (see ``ocirt.core.hookplan``). Plugins may use pluggy's marker instead.
     """
 
-    def mark(func: F) -> F:
+    def mark(func: "F") -> "F":
         func.ocirt_impl = {  # type: ignore[attr-defined]
             "wrapper": wrapper,
             "hookwrapper": hookwrapper,

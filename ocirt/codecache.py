@@ -5,15 +5,14 @@ ocirt's modules. Imported the usual way, each one costs a path search (several
 ``stat`` calls), an open, read and check of its ``.pyc`` and the import system's
 Python code around them: about 1.5 ms of every ``run`` on the machine ocirt is
 measured on. This cache holds the code of every module of the ``ocirt`` package
-in one file that the launcher (``bin/ocirt``) reads once; a module is served from
+in one file that the launcher (``bin/ocirt``) reads once, with the few standard
+modules on create's path that the interpreter does not freeze; a module is served from
 it only while its source has the size and mtime recorded at build time (the
 check a ``.pyc`` gets), so an edited, added or removed file is imported the usual
 way. Without the file, or with one made by another Python, nothing changes.
 
 Build it with ``python -m ocirt.codecache`` (``scripts/setup.sh`` does).
 """
-
-from __future__ import annotations
 
 import marshal
 import os
@@ -78,7 +77,7 @@ class CodeCache:
     def create_module(self, spec: ModuleSpec) -> None:
         return None  # the default module object
 
-    def exec_module(self, module: ModuleType) -> None:
+    def exec_module(self, module: "ModuleType") -> None:
         exec(marshal.loads(self.code.pop(module.__name__)), module.__dict__)
 
 
@@ -105,29 +104,41 @@ def install(path: str = DEFAULT_PATH) -> CodeCache | None:
     return cache
 
 
+#: Pure-Python standard modules that create imports and the interpreter does not
+#: freeze (``__future__`` for every ``from __future__ import``, ctypes for syscalls).
+STDLIB = ("__future__", "types", "struct", "ctypes", "ctypes._endian")
+
+
 def build(path: str = DEFAULT_PATH, package_dir: str | None = None) -> int:
-    """Compile every module of the ocirt package into the cache at ``path``; the
-    number of modules. Written to a temporary file and renamed into place."""
+    """Compile every module of the ocirt package, and ``STDLIB``, into the cache at
+    ``path``; the number of modules. Written to a temporary file and renamed into place."""
     root = package_dir or os.path.dirname(os.path.abspath(__file__))
-    index: Index = {}
-    chunks: list[bytes] = []
-    offset = 0
+    sources: list[tuple[str, str, bool]] = []  # (module name, source file, is a package)
     for directory, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != "__pycache__")
         for file in sorted(files):
-            if not file.endswith(".py"):
-                continue
-            source = os.path.join(directory, file)
-            parts = os.path.relpath(source, os.path.dirname(root))[: -len(".py")].split(os.sep)
-            package = parts[-1] == "__init__"
-            name = ".".join(parts[:-1] if package else parts)
-            st = os.stat(source)
-            with open(source, "rb") as f:
-                code = compile(f.read(), source, "exec", dont_inherit=True)
-            chunk = marshal.dumps(code)
-            index[name] = (source, st.st_mtime_ns, st.st_size, package, offset, len(chunk))
-            chunks.append(chunk)
-            offset += len(chunk)
+            if file.endswith(".py"):
+                source = os.path.join(directory, file)
+                parts = os.path.relpath(source, os.path.dirname(root))[: -len(".py")].split(os.sep)
+                package = parts[-1] == "__init__"
+                sources.append((".".join(parts[:-1] if package else parts), source, package))
+    from importlib.util import find_spec
+
+    for name in STDLIB:
+        spec = find_spec(name)
+        if spec is not None and spec.origin and spec.origin.endswith(".py"):
+            sources.append((name, spec.origin, spec.submodule_search_locations is not None))
+    index: Index = {}
+    chunks: list[bytes] = []
+    offset = 0
+    for name, source, package in sources:
+        st = os.stat(source)
+        with open(source, "rb") as f:
+            code = compile(f.read(), source, "exec", dont_inherit=True)
+        chunk = marshal.dumps(code)
+        index[name] = (source, st.st_mtime_ns, st.st_size, package, offset, len(chunk))
+        chunks.append(chunk)
+        offset += len(chunk)
     header = marshal.dumps((_TAG, index))
     tmp = f"{path}.{os.getpid()}"
     with open(tmp, "wb") as f:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 from conftest import OCIRT, REPO
@@ -49,14 +50,18 @@ def test_modules_come_from_the_cache(tmp_path: Path) -> None:
     result = _python(
         root,
         cache,
-        "import ocirt.core.state as s, ocirt.plugins.mounts.plugin as m\n"
+        "import ocirt.core.state as s, ocirt.plugins.mounts.plugin as m, ctypes, __future__\n"
         "print(installed is not None, type(s.__spec__.loader).__name__, s.__file__)\n"
-        "print(type(m.__spec__.loader).__name__, m.__package__)\n",
+        "print(type(m.__spec__.loader).__name__, m.__package__)\n"
+        "print(type(ctypes.__spec__.loader).__name__, ctypes.__file__, ctypes.sizeof(ctypes.c_int))\n"
+        "print(type(__future__.__spec__.loader).__name__)\n",
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [
         f"True CodeCache {root / 'ocirt' / 'core' / 'state.py'}",
         "CodeCache ocirt.plugins.mounts",
+        f"CodeCache {sys.base_prefix}/lib/python3.11/ctypes/__init__.py 4",
+        "CodeCache",
     ]
 
 
@@ -132,4 +137,5 @@ def test_the_launcher_reads_no_pyc_of_ocirt() -> None:
     loaded = [line for line in result.stderr.splitlines() if line.startswith("# code object from")]
     from_ocirt = [line for line in loaded if f"{REPO}/ocirt/" in line]
     assert len(from_ocirt) == 2, from_ocirt  # ocirt/__init__ and ocirt/codecache
+    assert not [line for line in loaded if "__future__" in line]  # served from the cache too
     assert "container 'none' does not exist" in result.stderr

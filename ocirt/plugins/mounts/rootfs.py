@@ -16,6 +16,7 @@ from ocirt.core import fileio
 from ocirt.core import syscalls as s
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.mounts import paths
+from ocirt.plugins.mounts.cgroupfs import mount_cgroup
 from ocirt.plugins.mounts.options import FLAGS, PROPAGATION, MountOptions
 from ocirt.plugins.mounts.paths import proc_fd
 
@@ -77,8 +78,6 @@ def mount_one(root_fd: int, index: int, entry: dict[str, Any], read_only_later: 
     where = f"mounts[{index}]"
     try:
         if fstype in ("cgroup", "cgroup2"):
-            from ocirt.plugins.mounts.cgroupfs import mount_cgroup
-
             target = paths.make_in_root(root_fd, dest)
             try:
                 top = mount_cgroup(root_fd, target, options)
