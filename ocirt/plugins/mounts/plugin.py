@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from ocirt import hookimpl
+from ocirt.core import fileio
 from ocirt.core.errors import OcirtError
 from ocirt.plugins.mounts import devices, paths, rootfs
 from ocirt.plugins.mounts.options import PROPAGATION, MountOptions, all_options
@@ -126,8 +127,7 @@ def _in_user_namespace(container: Container) -> bool:
     if any(isinstance(ns, dict) and ns.get("type") == "user" for ns in namespaces):
         return True
     try:
-        with open("/proc/self/uid_map") as f:
-            return f.read().split() != ["0", "0", "4294967295"]
+        return fileio.read_bytes("/proc/self/uid_map").split() != [b"0", b"0", b"4294967295"]
     except OSError:
         return False
 

@@ -47,7 +47,10 @@ def prepare_root(rootfs: str, propagation: str | None) -> None:
     """Set ``/``'s propagation and make the rootfs a mount point of its own."""
     flag = PROPAGATION[propagation] if propagation else s.MS_SLAVE | s.MS_REC
     s.mount(None, "/", None, flag)
-    _make_parent_private(rootfs)
+    if not (flag & s.MS_REC and flag & (s.MS_SLAVE | s.MS_PRIVATE)):
+        # rslave or rprivate leave no mount shared; any other may leave the
+        # rootfs's parent shared, which pivot_root refuses.
+        _make_parent_private(rootfs)
     try:
         s.mount(rootfs, rootfs, "bind", s.MS_BIND | s.MS_REC)
     except OSError as e:
