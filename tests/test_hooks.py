@@ -96,6 +96,30 @@ def test_each_kind_at_its_place(ocirt: Ocirt, bundle: Bundle, hk: Hooks, cid: st
     assert hk.state("poststop")["pid"] == 0
 
 
+@pytest.mark.parametrize("with_poststart", [True, False])
+def test_each_kind_under_run(ocirt: Ocirt, bundle: Bundle, hk: Hooks, cid: str, with_poststart: bool) -> None:
+    """run starts the container from its create: through exec.fifo when poststart hooks
+    must follow the exec, else over the handshake channel. Every kind runs in its place."""
+    share(bundle, hk)
+    hooks = all_kinds(hk)
+    if not with_poststart:
+        del hooks["poststart"]
+    bundle.write(args=["true"], hooks=hooks)
+    result = ocirt("run", "--bundle", str(bundle.path), cid)
+    assert result.returncode == 0, result.stderr
+    seen = [(line[0].rsplit("/", 1)[1], line[1]) for line in hk.lines()]
+    expected = [
+        ("prestart", "creating"),
+        ("createRuntime", "creating"),
+        ("createContainer", "creating"),
+        ("startContainer", "created"),
+        ("poststart", "running"),
+        ("poststop", "stopped"),
+    ]
+    assert seen == [e for e in expected if with_poststart or e[0] != "poststart"]
+    assert not (ocirt.root / cid).exists()
+
+
 def _stopped(ocirt: Ocirt, cid: str) -> bool:
     from conftest import wait_for
 

@@ -522,6 +522,12 @@ def test_run_detach_then_delete_force(ocirt: Ocirt, bundle: Bundle, cid: str) ->
     state = ocirt.state(cid)
     assert state["status"] == "running"
     assert cmdline(state["pid"]) == SLEEP
+    # run releases its init over the handshake channel: no exec.fifo was ever made,
+    # and the container is not startable again.
+    assert sorted(p.name for p in (ocirt.root / cid).iterdir()) == ["state.json"]
+    again = ocirt("start", cid)
+    assert again.returncode == 1
+    assert "it is running, not created" in again.stderr
     ocirt("delete", "--force", cid, check=True)
     assert wait_for(lambda: not alive(state["pid"]))
     assert not (ocirt.root / cid).exists()

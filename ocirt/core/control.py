@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ocirt.core.log import Logger
     from ocirt.core.spec import Spec
     from ocirt.core.state import ContainerState, StateStore
+    from ocirt.core.sync import Channel
 
 #: How long a signalled init may take to go, and a released one to answer.
 KILL_TIMEOUT = 10.0
@@ -117,15 +118,24 @@ class Control:
             self.release(state)
             return self.poststart(state)
 
-    def release(self, state: ContainerState) -> None:
+    def release(self, state: ContainerState, channel: Channel | None = None) -> None:
         """The created init goes on to exec the user process (``start``, and ``run``
         straight after its create). Nothing is saved: a live init without exec.fifo
-        is "running" (``ContainerState.status``), as runc also reads it from the fifo."""
+        is "running" (``ContainerState.status``), as runc also reads it from the fifo.
+        ``channel``: run's init waits on the handshake channel instead of the fifo."""
         if not state.data.get("has_process"):
             raise OcirtError(
                 f"cannot start container {state.id!r}: its config.json has no process "
                 "(the spec requires process at start)"
             )
+        if channel is not None:
+            try:
+                channel.send(type="start")
+            except OSError:  # its end closed: the init is gone
+                raise OcirtError(
+                    f"cannot start container {state.id!r}: its init process has exited"
+                ) from None
+            return
         _release_init(state, wait_exec="ocirt_poststart" in state.data.get("hooks", ()))
         os.unlink(state.fifo)
 

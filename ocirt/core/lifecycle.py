@@ -85,10 +85,13 @@ class Runtime(Control):
         """Create a container and leave its init waiting on exec.fifo; ``spec``: the
         bundle's config.json if the caller has read it already. With ``start`` (run),
         start it too, before the state is first saved as created: one save, load and
-        lock fewer between the init being ready and the user process."""
+        lock fewer between the init being ready and the user process. Without
+        poststart hooks, which must follow the exec, run's init then waits on the
+        handshake channel rather than on exec.fifo, which is never made."""
 
         def bring_up(ctx: Container, hooks: Hooks) -> str:
-            fifo_fd = _make_fifo(ctx.state.fifo)
+            by_channel = start and "ocirt_poststart" not in hooks.implemented()
+            fifo_fd = -1 if by_channel else _make_fifo(ctx.state.fifo)
             hooks.ocirt_prepare_host(container=ctx)
             self._fork_and_drive(ctx, hooks, fifo_fd)
             return CREATED
@@ -146,7 +149,7 @@ class Runtime(Control):
                 start_time = process_start_time(ctx.init_pid)
                 state.data.update(status=status, pid=ctx.init_pid, init_start=start_time)
                 if start:
-                    self.release(state)
+                    self.release(state, ctx.channel)
                 self.store.save(state)
                 if options.get("pid_file"):
                     write_pid_file(options["pid_file"], ctx.init_pid)
@@ -155,6 +158,10 @@ class Runtime(Control):
         except BaseException:
             self._rollback(ctx, hooks)
             raise
+        finally:
+            if ctx.channel is not None:  # run's release channel, used or not
+                ctx.channel.close()
+                ctx.channel = None
         return ctx
 
     def _new(
@@ -207,7 +214,8 @@ class Runtime(Control):
         if setup_pid == 0:  # pragma: no cover - runs in the child
             _enter_child(ctx, runtime_end, child_end, fifo_fd)
             _setup_child(ctx, hooks, child_end, fifo_fd)
-        os.close(fifo_fd)
+        if fifo_fd >= 0:
+            os.close(fifo_fd)
         child_end.close()
         ctx.channel = runtime_end
         ctx.setup_pid = setup_pid
@@ -220,11 +228,14 @@ class Runtime(Control):
             # End the child waiting on the channel before closing it: it would print
             # "the runtime went away" over the runtime's own error. _rollback reaps it.
             kill_quietly(ctx.init_pid or setup_pid, _signal.SIGKILL)
-            raise
-        finally:
             runtime_end.close()
             ctx.channel = None
+            raise
+        finally:
             trace.record("create.fork_to_ready", "kernel", started)
+        if fifo_fd >= 0:  # the init waits on exec.fifo from now on
+            runtime_end.close()
+            ctx.channel = None
 
     def _drive(self, ctx: Container, hooks: Hooks, chan: Channel, setup_pid: int) -> None:
         """Serve the setup child and init until init reports ready."""
@@ -468,12 +479,19 @@ def _init(ctx: Container, hooks: Hooks, chan: Channel, fifo_fd: int) -> None:
     hooks.ocirt_finalize_process(container=ctx)
     process = spec.process
     executable = find_executable(process) if process else ""
-    _ready(ctx, chan)
-    # Blocks until `start` opens the fifo for reading. The write end stays open
-    # (close-on-exec): `start` sees EOF once the user process runs, as with runc.
-    fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
-    os.write(fd, b"0")
-    os.close(fifo_fd)
+    if fifo_fd < 0:
+        # run: released over the channel, which then closes; later errors go to stderr.
+        chan.send(type="ready")
+        chan.expect("start")
+        chan.close()
+        ctx.channel = None
+    else:
+        _ready(ctx, chan)
+        # Blocks until `start` opens the fifo for reading. The write end stays open
+        # (close-on-exec): `start` sees EOF once the user process runs, as with runc.
+        fd = os.open(f"/proc/self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC)
+        os.write(fd, b"0")
+        os.close(fifo_fd)
     if process is None:
         raise OcirtError("config.json has no process")
     _exec_user_process(ctx, hooks, process, executable, hooks.ocirt_start_container)
