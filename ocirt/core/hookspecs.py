@@ -148,7 +148,9 @@ def ocirt_configure_from_host(container: Container) -> None:
     """Act on the new init from the host: join it to a cgroup, move devices, hooks.
 
     Runtime process, ``container.init_pid`` set, the init waiting before its
-    rootfs setup. ``createRuntime`` and ``prestart`` hooks belong here.
+    rootfs setup. ``createRuntime`` and ``prestart`` hooks belong here. The init
+    waits only if some plugin implements this hook for the container: withdraw
+    it in ``ocirt_validate`` when there is nothing to do, and the init goes on.
     """
 
 
