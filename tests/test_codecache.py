@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import OCIRT, REPO
 
 PYTHON = str(REPO / ".venv" / "bin" / "python")
@@ -32,6 +33,15 @@ def _python(root: Path, cache: Path, code: str) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.fixture
+def built(tmp_path: Path) -> tuple[Path, Path]:
+    """(a private copy of the ocirt package, a code cache built from it)."""
+    root = _copy_package(tmp_path)
+    cache = tmp_path / "code"
+    _build(root, cache)
+    return root, cache
+
+
 def _build(root: Path, cache: Path) -> None:
     code = f"from ocirt import codecache; codecache.build({str(cache)!r}, {str(root / 'ocirt')!r})"
     result = subprocess.run(
@@ -43,10 +53,8 @@ def _build(root: Path, cache: Path) -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_modules_come_from_the_cache(tmp_path: Path) -> None:
-    root = _copy_package(tmp_path)
-    cache = tmp_path / "code"
-    _build(root, cache)
+def test_modules_come_from_the_cache(built: tuple[Path, Path]) -> None:
+    root, cache = built
     result = _python(
         root,
         cache,
@@ -65,10 +73,8 @@ def test_modules_come_from_the_cache(tmp_path: Path) -> None:
     ]
 
 
-def test_an_edited_module_is_imported_from_its_source(tmp_path: Path) -> None:
-    root = _copy_package(tmp_path)
-    cache = tmp_path / "code"
-    _build(root, cache)
+def test_an_edited_module_is_imported_from_its_source(built: tuple[Path, Path]) -> None:
+    root, cache = built
     errors = root / "ocirt" / "core" / "errors.py"
     errors.write_text(errors.read_text() + "\nEDITED = True\n")
     result = _python(
@@ -81,20 +87,16 @@ def test_an_edited_module_is_imported_from_its_source(tmp_path: Path) -> None:
     assert result.stdout.split() == ["SourceFileLoader", "True", "CodeCache"]
 
 
-def test_a_new_module_in_a_cached_package_is_found(tmp_path: Path) -> None:
-    root = _copy_package(tmp_path)
-    cache = tmp_path / "code"
-    _build(root, cache)
+def test_a_new_module_in_a_cached_package_is_found(built: tuple[Path, Path]) -> None:
+    root, cache = built
     (root / "ocirt" / "core" / "added.py").write_text("VALUE = 7\n")
     result = _python(root, cache, "import ocirt.core.added as a\nprint(a.VALUE)\n")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "7\n"
 
 
-def test_a_damaged_or_foreign_cache_is_ignored(tmp_path: Path) -> None:
-    root = _copy_package(tmp_path)
-    cache = tmp_path / "code"
-    _build(root, cache)
+def test_a_damaged_or_foreign_cache_is_ignored(built: tuple[Path, Path]) -> None:
+    root, cache = built
     good = cache.read_bytes()
     for damaged in (b"not a cache", good[:40], good.replace(b"cpython-", b"cpython_", 1), b""):
         cache.write_bytes(damaged)
@@ -108,10 +110,8 @@ def test_a_damaged_or_foreign_cache_is_ignored(tmp_path: Path) -> None:
     assert result.stdout == "None\n"
 
 
-def test_tracebacks_name_the_source(tmp_path: Path) -> None:
-    root = _copy_package(tmp_path)
-    cache = tmp_path / "code"
-    _build(root, cache)
+def test_tracebacks_name_the_source(built: tuple[Path, Path]) -> None:
+    root, cache = built
     result = _python(
         root,
         cache,

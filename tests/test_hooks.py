@@ -65,6 +65,17 @@ def share(bundle: Bundle, hk: Hooks) -> None:
     )
 
 
+#: Each hook kind as it runs, with the status its state shows.
+EVERY_KIND_IN_ORDER = [
+    ("prestart", "creating"),
+    ("createRuntime", "creating"),
+    ("createContainer", "creating"),
+    ("startContainer", "created"),
+    ("poststart", "running"),
+    ("poststop", "stopped"),
+]
+
+
 def test_each_kind_at_its_place(ocirt: Ocirt, bundle: Bundle, hk: Hooks, cid: str) -> None:
     share(bundle, hk)
     bundle.write(args=["sleep", "30"], hooks=all_kinds(hk))
@@ -82,14 +93,7 @@ def test_each_kind_at_its_place(ocirt: Ocirt, bundle: Bundle, hk: Hooks, cid: st
     assert _stopped(ocirt, cid)
     ocirt("delete", cid, check=True)
     seen = [(line[0].rsplit("/", 1)[1], line[1]) for line in hk.lines()]
-    assert seen == [
-        ("prestart", "creating"),
-        ("createRuntime", "creating"),
-        ("createContainer", "creating"),
-        ("startContainer", "created"),
-        ("poststart", "running"),
-        ("poststop", "stopped"),
-    ]
+    assert seen == EVERY_KIND_IN_ORDER
     state = hk.state("poststart")
     assert state["id"] == cid and state["pid"] == pid and state["bundle"] == str(bundle.path)
     assert state["ociVersion"]
@@ -108,15 +112,7 @@ def test_each_kind_under_run(ocirt: Ocirt, bundle: Bundle, hk: Hooks, cid: str, 
     result = ocirt("run", "--bundle", str(bundle.path), cid)
     assert result.returncode == 0, result.stderr
     seen = [(line[0].rsplit("/", 1)[1], line[1]) for line in hk.lines()]
-    expected = [
-        ("prestart", "creating"),
-        ("createRuntime", "creating"),
-        ("createContainer", "creating"),
-        ("startContainer", "created"),
-        ("poststart", "running"),
-        ("poststop", "stopped"),
-    ]
-    assert seen == [e for e in expected if with_poststart or e[0] != "poststart"]
+    assert seen == [e for e in EVERY_KIND_IN_ORDER if with_poststart or e[0] != "poststart"]
     assert not (ocirt.root / cid).exists()
 
 
