@@ -83,6 +83,10 @@ def test_engine_sequence_imports(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> 
     assert not {m for m in seen["kill"] if m.startswith("ocirt.plugins.")}
     # The loopback of a new network namespace comes up through a bare socket fd.
     assert "_socket" not in seen["create"]
+    # Syscalls go through ctypes' C core (ocirt.core.libc), not the ctypes package,
+    # for a spec without seccomp; struct is not needed either (not even in the child).
+    assert "_ctypes" in seen["create"]
+    assert not {"ctypes", "struct"} & (seen["create"] | seen["exec"])
 
 
 def test_state_and_kill_do_not_read_the_config(ocirt: Ocirt, warm: Bundle, tmp_path: Path) -> None:

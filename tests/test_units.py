@@ -698,3 +698,32 @@ def test_jsonio_syntax_errors_are_value_errors(text: str) -> None:
     except ValueError as e:
         expected = str(e)
     assert done.stdout.strip() in (expected, f"expecting a value: {expected.split(': ', 1)[-1]}")
+
+
+# ------------------------------------------------------------------------- libc
+
+
+def test_libc_types_are_ctypes_own() -> None:
+    """ocirt.core.libc declares what the syscall layer needs over ``_ctypes``: the
+    same sizes and behaviour as the ctypes package's types, calls and errno."""
+    import ctypes
+
+    from ocirt.core import libc
+
+    for name in ("c_int", "c_int32", "c_uint", "c_uint32", "c_uint64", "c_ulong", "c_size_t"):
+        assert libc.sizeof(getattr(libc, name)) == ctypes.sizeof(getattr(ctypes, name)), name
+        assert getattr(libc, name)(7).value == 7
+    assert libc.Structure is ctypes.Structure and libc.byref is ctypes.byref
+
+    class Pair(libc.Structure):
+        _fields_ = [("a", libc.c_uint32), ("b", libc.c_int)]
+
+    assert libc.sizeof(Pair) == 8 and libc.sizeof(Pair * 2) == 16
+    assert libc.libc.getpid() == os.getpid()
+    assert libc.libc.close(-1) == -1
+    assert libc.get_errno() == errno.EBADF
+    with pytest.raises(OSError) as raised:
+        from ocirt.core import syscalls
+
+        syscalls.setns(-1, 0)
+    assert raised.value.errno == errno.EBADF

@@ -17,6 +17,7 @@ only when the spec uses them.
 from __future__ import annotations
 
 import os
+import sys
 
 from ocirt import hookimpl
 from ocirt.core import syscalls
@@ -334,14 +335,16 @@ def loopback_up() -> None:
     would cost about 200 ms on every container start.
     """
     import fcntl
-    import struct
 
     af_inet, sock_dgram, sock_cloexec = 2, 2, 0o2000000
     siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
     fd = syscalls.socket(af_inet, sock_dgram | sock_cloexec)
     try:
-        request = struct.pack("16sH14x", b"lo", 0)
-        flags = struct.unpack("16sH14x", fcntl.ioctl(fd, siocgifflags, request))[1]
-        fcntl.ioctl(fd, siocsifflags, struct.pack("16sH14x", b"lo", flags | iff_up))
+        # struct ifreq, 40 bytes: the name in 16, then a union whose first member is
+        # the short ifr_flags (native byte order). No `struct` import in the child.
+        name = b"lo".ljust(16, b"\0")
+        reply = fcntl.ioctl(fd, siocgifflags, name + bytes(24))
+        flags = int.from_bytes(reply[16:18], sys.byteorder) | iff_up
+        fcntl.ioctl(fd, siocsifflags, name + flags.to_bytes(2, sys.byteorder) + bytes(22))
     finally:
         os.close(fd)
