@@ -43,19 +43,21 @@ class CodeCache:
 
     The file stays open (close-on-exec) and each module's code is read with one
     ``pread`` when it is imported: reading the whole file at start-up would cost
-    more than it saves for the short commands. Where the fd is gone (a forked
-    setup child closes what it does not need), modules are imported as usual.
+    more than it saves for the short commands. Only the process that opened it
+    uses it: a forked child (the container's setup child, which closes fds it
+    does not need and may reuse their numbers) imports as usual.
     """
 
     def __init__(self, fd: int, index: Index, base: int) -> None:
         self.fd = fd
+        self.pid = os.getpid()
         self.index = index
         self.base = base  # where the code of the first module starts
         self.code: dict[str, bytes] = {}
 
     def find_spec(self, name: str, path: object = None, target: object = None) -> ModuleSpec | None:
         entry = self.index.get(name)
-        if entry is None:
+        if entry is None or os.getpid() != self.pid:
             return None
         source, mtime_ns, size, package, offset, length = entry
         try:

@@ -110,6 +110,26 @@ def test_a_damaged_or_foreign_cache_is_ignored(built: tuple[Path, Path]) -> None
     assert result.stdout == "None\n"
 
 
+def test_a_forked_child_imports_as_usual(built: tuple[Path, Path]) -> None:
+    """Only the process that opened the cache reads it: a child (like the container's
+    setup child, which closes fds and may reuse their numbers) imports as usual."""
+    root, cache = built
+    result = _python(
+        root,
+        cache,
+        "import os\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    import ocirt.core.errors as e\n"
+        "    os._exit(0 if type(e.__spec__.loader).__name__ == 'SourceFileLoader' else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "import ocirt.core.state as s\n"
+        "print(os.waitstatus_to_exitcode(status), type(s.__spec__.loader).__name__)\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "CodeCache"]
+
+
 def test_tracebacks_name_the_source(built: tuple[Path, Path]) -> None:
     root, cache = built
     result = _python(
