@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -727,3 +728,20 @@ def test_libc_types_are_ctypes_own() -> None:
 
         syscalls.setns(-1, 0)
     assert raised.value.errno == errno.EBADF
+
+
+def test_log_lines_to_a_closed_stderr_are_lost_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A caller that stopped reading stderr (a closed pipe) must not turn a warning
+    into an exception that aborts the cleanup after it."""
+    import io
+
+    from ocirt.core.log import Logger
+
+    class Closed(io.StringIO):
+        def write(self, s: str) -> int:
+            raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(sys, "stderr", Closed())
+    log = Logger()
+    log.warning("left behind?")
+    log.error("no")

@@ -40,15 +40,13 @@ class Logger:
             except OSError:
                 pass
         if level != "error":
-            sys.stderr.write(f"ocirt: {level}: {msg}\n")
-            sys.stderr.flush()
+            _stderr(f"ocirt: {level}: {msg}\n")
 
     def error(self, msg: str) -> None:
         """An error: one line on stderr, and a line in the log file when one is given."""
         if self.path:
             self._write("error", msg)
-        sys.stderr.write(f"ocirt: {msg}\n")
-        sys.stderr.flush()
+        _stderr(f"ocirt: {msg}\n")
 
     def warning(self, msg: str) -> None:
         self._write("warning", msg)
@@ -60,3 +58,13 @@ class Logger:
     def debug(self, msg: str) -> None:
         if self.threshold <= LEVELS["debug"]:
             self._write("debug", msg)
+
+
+def _stderr(line: str) -> None:
+    """A line on stderr; lost if nobody reads it any more (a closed pipe): a warning
+    must not abort the cleanup that follows it and leave the container behind."""
+    try:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
