@@ -3,8 +3,9 @@
 
 The bundle is busybox with ``ocirt spec``'s config (a terminal-less ``/bin/true``)
 and a ``linux.cgroupsPath`` of its own per container, so both runtimes do the
-cgroup work an engine asks for. Runs are interleaved: each round runs every
-runtime, and the one that goes first alternates.
+cgroup work an engine asks for. Runs are interleaved, one figure at a time:
+each round runs every runtime, the one that goes first alternates, and each
+timed command follows the other runtime's same command.
 
 Figures (medians over ``--runs`` rounds; ratios are ocirt/runc):
 
@@ -235,25 +236,31 @@ def main() -> int:
         times: dict[str, dict[str, list[float]]] = {s: {r.name: [] for r in runtimes} for s in TARGETS}
         rss: dict[str, list[int]] = {r.name: [] for r in runtimes}
         python = str(Path(args.ocirt).parent / "python")
-        floor: list[float] = []
         for rt in runtimes:  # one untimed round: page cache, byte code, first cgroups
             run_once(rt, f"warm-{rt.name}")
         # Long-lived containers for `state` and `kill` alone.
         for rt in runtimes:
             rt.create(f"idle-{rt.name}", ["sleep", "3600"])
             rt.call("start", f"idle-{rt.name}")
-        for i in range(args.runs):
-            order = runtimes if i % 2 == 0 else runtimes[::-1]
-            for rt in order:
-                times["run"][rt.name].append(run_once(rt, f"r{i}-{rt.name}"))
-                times["sequence"][rt.name].append(sequence_once(rt, f"s{i}-{rt.name}"))
-                times["state"][rt.name].append(rt.call("state", f"idle-{rt.name}"))
-                times["kill"][rt.name].append(rt.call("kill", f"idle-{rt.name}", "CONT"))
-                if i < 5:
-                    rss[rt.name].append(waiting_init_rss_kib(rt, f"m{i}-{rt.name}"))
-            floor.append(interpreter_start(python))
-            if sys.stderr.isatty():
-                print(f"\rround {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
+        # One figure at a time, so that each timed command follows the other
+        # runtime's same command: what runs just before warms or cools caches
+        # (a Python process before runc, say), and must not favour either.
+        scenarios = {
+            "run": lambda rt, i: run_once(rt, f"r{i}-{rt.name}"),
+            "sequence": lambda rt, i: sequence_once(rt, f"s{i}-{rt.name}"),
+            "state": lambda rt, i: rt.call("state", f"idle-{rt.name}"),
+            "kill": lambda rt, i: rt.call("kill", f"idle-{rt.name}", "CONT"),
+        }
+        for figure, scenario in scenarios.items():
+            for i in range(args.runs):
+                for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
+                    times[figure][rt.name].append(scenario(rt, i))
+                if sys.stderr.isatty():
+                    print(f"\r{figure} {i + 1}/{args.runs}", end="", file=sys.stderr, flush=True)
+        for i in range(5):
+            for rt in runtimes if i % 2 == 0 else runtimes[::-1]:
+                rss[rt.name].append(waiting_init_rss_kib(rt, f"m{i}-{rt.name}"))
+        floor = [interpreter_start(python) for _ in range(args.runs)]
         for rt in runtimes:
             rt.delete(f"idle-{rt.name}")
         sizes = sorted({min(10, args.scale), args.scale})
