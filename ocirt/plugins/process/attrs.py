@@ -20,7 +20,7 @@ from __future__ import annotations
 import errno
 import os
 
-from ocirt.core import syscalls
+from ocirt.core import fileio, syscalls
 from ocirt.core.errors import OcirtError
 
 TYPE_CHECKING = False
@@ -216,10 +216,9 @@ def _possible_cpus() -> int:
 def set_oom_score_adj(value: int) -> int:
     """Runtime: set its own oom_score_adj (the init inherits it at fork); return the old one."""
     path = "/proc/self/oom_score_adj"
-    with open(path) as f:
-        old = int(f.read())
+    old = int(fileio.read_bytes(path))
     try:
-        _write(path, str(value))
+        fileio.write_bytes(path, str(value).encode())
     except PermissionError:
         raise OcirtError(
             f"process.oomScoreAdj: setting {value} (the runtime has {old}): permission denied; "
@@ -240,17 +239,9 @@ def restore_oom_score_adj(value: int) -> None:
     floor, so this succeeds; the runtime exits soon anyway, hence no error.
     """
     try:
-        _write("/proc/self/oom_score_adj", str(value))
+        fileio.write_bytes("/proc/self/oom_score_adj", str(value).encode())
     except OSError:
         pass
-
-
-def _write(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, text.encode())
-    finally:
-        os.close(fd)
 
 
 def apply(attrs: dict[str, Any]) -> None:
