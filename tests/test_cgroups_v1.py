@@ -161,6 +161,8 @@ def test_state_sees_a_freeze_made_outside_ocirt(ocirt: Ocirt, cgbundle: Bundle, 
     Path(freezer).write_text("FROZEN")
     try:
         assert wait_for(lambda: ocirt.state(cid)["status"] == "paused")
+        listed = json.loads(ocirt("list", "--format", "json", check=True).stdout)
+        assert [(c["id"], c["status"]) for c in listed] == [(cid, "paused")]
     finally:
         Path(freezer).write_text("THAWED")
     assert ocirt.state(cid)["status"] == "running"

@@ -656,6 +656,27 @@ def test_status_follows_the_init(tmp_path: Path) -> None:
     assert state.status() == "creating"
 
 
+def test_status_files_name_the_shown_status(tmp_path: Path) -> None:
+    """``Container.show_status``: state and list read the file a plugin named at create."""
+    store = StateStore(str(tmp_path / "root"))
+    me = os.getpid()
+    state = _state(store, "c1", pid=me, init_start=process_start_time(me))
+    from ocirt.core.context import Container
+    from ocirt.core.log import Logger
+
+    ctx = Container("c1", None, state, Logger())
+    freezer = tmp_path / "freezer.state"
+    ctx.show_status("paused", str(freezer), "THAWED")
+    assert state.shown_status() == "running"  # no file (a removed cgroup): no say
+    freezer.write_text("THAWED\n")
+    assert state.shown_status() == "running"
+    freezer.write_text("FROZEN\n")
+    assert state.shown_status() == state.oci_state()["status"] == "paused"
+    assert state.status() == "running"  # what start, kill and delete go by
+    state.data["init_start"] = "1"
+    assert state.shown_status() == "stopped"  # only a live container is shown paused
+
+
 def test_oci_state_shape(tmp_path: Path) -> None:
     store = StateStore(str(tmp_path / "root"))
     state = _state(store, "c1", pid=os.getpid(), init_start=process_start_time(os.getpid()))

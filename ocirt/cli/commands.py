@@ -171,8 +171,8 @@ def state(g: Globals, container_id: str) -> int:
     from ocirt.core.state import STOPPED
 
     st = g.store().load(container_id)
-    status = st.status()
-    if status not in (STOPPED,) and "ocirt_status" in st.data.get("hooks", ()):
+    status = st.shown_status()
+    if status != STOPPED and "ocirt_status" in st.data.get("hooks", ()):
         runtime = g.control()
         hooks = runtime.later_hooks(st, "ocirt_status")
         status = hooks.ocirt_status(container=runtime.context(st, hooks=hooks)) or status

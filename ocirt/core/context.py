@@ -89,6 +89,14 @@ class Container:
         without poststart hooks only releases the init)."""
         self.withdrawn.extend(implementations)
 
+    def show_status(self, status: str, path: str, unless: str) -> None:
+        """In ``ocirt_validate``: ``state`` and ``list`` show ``status`` (``paused``, say)
+        for this container while the file ``path`` holds anything but ``unless``.
+
+        The kernel reads the file itself, so these commands, which engines poll,
+        load no plugin for it; the plugin can then withdraw its ``ocirt_status``."""
+        self.state.data.setdefault("status_files", []).append([status, path, unless])
+
     def ask_runtime(self, name: str, **data: Any) -> dict[str, Any]:
         """From the setup child or init: have the runtime process act and reply.
 

@@ -115,9 +115,22 @@ class ContainerState:
             return CREATED
         return RUNNING if stored in (CREATED, STOPPED) else stored
 
+    def shown_status(self) -> str:
+        """The status as ``state`` and ``list`` show it: a live container's status
+        files (``Container.show_status``) may name another, such as ``paused``."""
+        status = self.status()
+        if status in (CREATED, RUNNING):
+            for shown, path, unless in self.data.get("status_files", ()):
+                try:
+                    if fileio.read_bytes(path).decode().strip() != unless:
+                        return str(shown)
+                except OSError:  # gone with what made it (a removed cgroup): no say
+                    pass
+        return status
+
     def oci_state(self, status: str | None = None) -> dict[str, Any]:
         """The state as the runtime spec (and runc's ``state`` output) shows it."""
-        status = status or self.status()
+        status = status or self.shown_status()
         out: dict[str, Any] = {
             "ociVersion": self.data["ociVersion"],
             "id": self.id,

@@ -86,8 +86,10 @@ class CgroupDriver:
         return probe is not None and paths.frozen(probe)
 
     def freeze_file(self) -> tuple[str, str] | None:
-        """A file and its content while the cgroup is not frozen, if there is one:
-        ``state`` reads it without importing the driver (it runs often)."""
+        """A file and its content while the cgroup is not frozen, if there is one.
+
+        Asked at validate, before ``create`` makes the cgroup: ``state`` and ``list``
+        read the file without loading the plugin (``Container.show_status``)."""
         return None
 
     def pids(self) -> list[int]:

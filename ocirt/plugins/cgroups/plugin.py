@@ -17,6 +17,7 @@ import os
 
 from ocirt import hookimpl
 from ocirt.core.errors import OcirtError
+from ocirt.core.state import PAUSED
 from ocirt.plugins.cgroups import paths
 
 TYPE_CHECKING = False
@@ -116,8 +117,8 @@ def driver(container: Container) -> CgroupDriver | None:
 
 
 def _record(drv: CgroupDriver) -> dict[str, Any]:
-    """What later commands rebuild the driver from, and the freezer file ``state`` reads."""
-    return {**drv.record(), "driver": drv.name, "freeze_file": drv.freeze_file()}
+    """What later commands rebuild the driver from."""
+    return {**drv.record(), "driver": drv.name}
 
 
 @hookimpl
@@ -135,6 +136,10 @@ def ocirt_validate(container: Container) -> None:
     container.local[KEY] = drv
     if drv.joins_itself:  # nothing for the runtime to do once the child has its namespaces
         container.withdraw(ocirt_configure_from_host)
+    freeze_file = drv.freeze_file()
+    if freeze_file is not None:  # `state` reads it itself, without loading this plugin
+        container.show_status(PAUSED, *freeze_file)
+        container.withdraw(ocirt_status)
 
 
 @hookimpl
@@ -194,11 +199,9 @@ def ocirt_cleanup(container: Container) -> None:
 
 @hookimpl
 def ocirt_status(container: Container) -> str | None:
-    probe = (container.plugin_data.get(KEY) or {}).get("freeze_file")
-    if probe and KEY not in container.local:  # as recorded at create: no driver import
-        return "paused" if paths.frozen(probe) else None
+    """For drivers with no freeze file: the others' is read by ``state`` itself."""
     drv = driver(container)
-    return "paused" if drv is not None and drv.frozen() else None
+    return PAUSED if drv is not None and drv.frozen() else None
 
 
 @hookimpl

@@ -333,6 +333,8 @@ class CgroupV1(CgroupDriver):
             time.sleep(0.01)
 
     def freeze_file(self) -> tuple[str, str] | None:
+        if not self.dirs:
+            self.locate()  # asked at validate: where create will make the cgroup
         directory = self.dirs.get("freezer")
         return (os.path.join(directory, "freezer.state"), "THAWED") if directory else None
 
