@@ -221,7 +221,9 @@ class Runtime(Control):
         ctx.setup_pid = setup_pid
         try:
             # The first save, while the child enters its namespaces: from here on
-            # `state` shows "creating" and `delete --force` finds what to undo.
+            # `state` shows "creating" and `delete --force` finds what to undo and
+            # whom to kill (the child, which usually becomes the init).
+            ctx.state.data.update(pid=setup_pid, init_start=process_start_time(setup_pid))
             self.store.save(ctx.state)
             self._drive(ctx, hooks, runtime_end, setup_pid)
         except BaseException:
@@ -244,13 +246,15 @@ class Runtime(Control):
             kind = message.get("type")
             if kind == "pid":
                 ctx.init_pid = int(message["pid"] or setup_pid)
-                ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
+                if message["pid"]:  # a forked init: the state names it from now on
+                    ctx.state.data.update(pid=ctx.init_pid, init_start=process_start_time(ctx.init_pid))
                 if message["pid"] or ctx.local[HANDSHAKE]:
                     hooks.ocirt_configure_from_host(container=ctx)
                     chan.send(type="continue")
-                # Saved while the init sets up its rootfs: a `delete --force` after a
-                # crash of this process still finds the pid to kill.
-                self.store.save(ctx.state)
+                if message["pid"]:
+                    # Saved while it sets up its rootfs: a `delete --force` after a
+                    # crash of this process still finds it.
+                    self.store.save(ctx.state)
             elif kind == "ready":
                 if ctx.init_pid != setup_pid:
                     # Reaped only now, so its exit overlapped the init's setup. It is
