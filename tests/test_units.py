@@ -766,3 +766,26 @@ def test_log_lines_to_a_closed_stderr_are_lost_not_raised(monkeypatch: pytest.Mo
     log = Logger()
     log.warning("left behind?")
     log.error("no")
+
+
+@pytest.mark.parametrize(
+    ("path", "own", "mount_root", "expected"),
+    [
+        ("/ocirt-test/c1", "/user.slice", "/", "/sys/fs/cgroup/pids/ocirt-test/c1"),  # no "//"
+        ("c1", "/user.slice", "/", "/sys/fs/cgroup/pids/user.slice/c1"),
+        ("/outer/inner/c1", "/", "/outer", "/sys/fs/cgroup/pids/inner/c1"),  # a sub-cgroup mount
+        ("//a//b/", "/", "/", "/sys/fs/cgroup/pids/a/b"),
+    ],
+)
+def test_cgroup_path_in_a_v1_hierarchy(path: str, own: str, mount_root: str, expected: str) -> None:
+    from ocirt.plugins.cgroups import paths
+
+    assert paths.resolve(path, "/sys/fs/cgroup/pids", mount_root, own) == expected
+
+
+@pytest.mark.parametrize("path", ["/", "//", "/a/../.."])
+def test_cgroup_path_must_name_a_cgroup_of_its_own(path: str) -> None:
+    from ocirt.plugins.cgroups import paths
+
+    with pytest.raises(ValueError):
+        paths.resolve(path, "/sys/fs/cgroup/pids", "/", "/")

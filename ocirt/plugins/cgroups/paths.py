@@ -115,7 +115,7 @@ def resolve(path: str, mount_point: str, mount_root: str, own: str) -> str:
     # A hierarchy mounted from a sub-cgroup (inside a container) shows paths below its root.
     if mount_root != "/" and (path == mount_root or path.startswith(mount_root + "/")):
         path = path[len(mount_root) :]
-    normal = os.path.normpath("/" + path)
+    normal = os.path.normpath("/" + path.lstrip("/"))  # normpath keeps a leading "//"
     if normal == "/" or ".." in normal.split("/"):
         raise ValueError(f"cgroupsPath {path!r} does not name a cgroup of its own")
     return mount_point + normal
