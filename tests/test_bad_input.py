@@ -223,6 +223,11 @@ def _rlimit_above_hard(b: Bundle) -> None:
     b.write()
 
 
+def _root_cgroup(b: Bundle) -> None:
+    b.config["linux"]["cgroupsPath"] = "/"
+    b.write()
+
+
 BAD_CONFIGS = {
     "no config.json": (_no_config, ("config.json", "no such file or directory")),
     "malformed json": (_malformed, ("config.json", "not valid JSON")),
@@ -238,6 +243,7 @@ BAD_CONFIGS = {
     "not executable": (_not_executable, ("/bin/plain-file", "permission denied")),
     "missing bind source": (_missing_bind_source, ("mounts[", "no-such-source", "no such file or directory")),
     "rlimit above hard limit": (_rlimit_above_hard, ("RLIMIT_NOFILE", "30000")),
+    "the root cgroup": (_root_cgroup, ("cgroupsPath", "'/'", "does not name a cgroup of its own")),
 }
 
 

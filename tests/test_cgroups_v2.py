@@ -79,6 +79,9 @@ def test_paths_as_runc() -> None:
     assert v2.resolve_path("x/y", "id", own="/user/shell") == "/user/x/y"
     assert v2.resolve_path(None, "id", own="/user/shell") == "/user/id"
     assert v2.resolve_path("/../../etc", "id", own="/") == "/etc"
+    for root in ("/", "//", "/a/.."):
+        with pytest.raises(SpecError, match="does not name a cgroup of its own"):
+            v2.resolve_path(root, "id", own="/")
 
 
 # -- the device program's bytes ------------------------------------------------

@@ -117,5 +117,5 @@ def resolve(path: str, mount_point: str, mount_root: str, own: str) -> str:
         path = path[len(mount_root) :]
     normal = os.path.normpath("/" + path.lstrip("/"))  # normpath keeps a leading "//"
     if normal == "/" or ".." in normal.split("/"):
-        raise ValueError(f"cgroupsPath {path!r} does not name a cgroup of its own")
+        raise ValueError(f"{path!r} does not name a cgroup of its own")
     return mount_point + normal

@@ -49,6 +49,8 @@ def resolve_path(cgroups_path: str | None, container_id: str, own: str | None = 
     the runtime's cgroup has processes and so cannot delegate controllers.
     """
     inner = os.path.normpath("/" + (cgroups_path or container_id)).lstrip("/")
+    if not inner:  # the hierarchy's root is every process's, never a container's own
+        raise SpecError(f"linux.cgroupsPath: {cgroups_path!r} does not name a cgroup of its own")
     if cgroups_path and cgroups_path.startswith("/"):
         return "/" + inner
     base = os.path.dirname(own if own is not None else own_cgroup())
