@@ -251,7 +251,11 @@ def ocirt_cgroup_drivers() -> dict[str, type] | None:
 
 @hookspec(firstresult=True)
 def ocirt_status(container: Container) -> str | None:
-    """Refine a live container's status (e.g. ``paused``). Runtime process."""
+    """Refine a live container's status (e.g. ``paused``). Runtime process.
+
+    A status one file tells is better declared in ``ocirt_validate`` with
+    ``container.show_status``: ``state`` then reads the file without loading
+    the plugin, which can withdraw this hook."""
 
 
 @hookspec(firstresult=True)
