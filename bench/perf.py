@@ -204,13 +204,17 @@ def make_bundle(path: Path, ocirt: str) -> None:
 
 
 def remove_cgroups() -> None:
+    """Remove the bench's cgroups; one still in use (a container of someone else's
+    under the same name) is reported and left, and the rest of the clean-up goes on."""
     for hierarchy in Path("/sys/fs/cgroup").iterdir():
         top = hierarchy / CGROUP_PREFIX
         if top.is_dir():
-            for sub in sorted(top.rglob("*"), key=lambda p: -len(p.parts)):
-                if sub.is_dir():
-                    sub.rmdir()
-            top.rmdir()
+            for sub in [*sorted(top.rglob("*"), key=lambda p: -len(p.parts)), top]:
+                try:
+                    if sub.is_dir():
+                        sub.rmdir()
+                except OSError as e:
+                    print(f"bench: cannot remove {sub}: {e.strerror}", file=sys.stderr)
 
 
 def main() -> int:
