@@ -40,3 +40,12 @@ def write_bytes(path: str, data: bytes, create: int | None = None) -> None:
             written += os.write(fd, data[written:])
     finally:
         os.close(fd)
+
+
+def holds_other_than(path: str, content: str) -> bool:
+    """Whether the file holds anything but ``content`` (stripped); False when it
+    cannot be read: a status file (a cgroup's freezer) gone with its cgroup has no say."""
+    try:
+        return read_bytes(path).decode().strip() != content
+    except OSError:
+        return False

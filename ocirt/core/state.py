@@ -121,11 +121,8 @@ class ContainerState:
         status = self.status()
         if status in (CREATED, RUNNING):
             for shown, path, unless in self.data.get("status_files", ()):
-                try:
-                    if fileio.read_bytes(path).decode().strip() != unless:
-                        return str(shown)
-                except OSError:  # gone with what made it (a removed cgroup): no say
-                    pass
+                if fileio.holds_other_than(path, unless):
+                    return str(shown)
         return status
 
     def oci_state(self, status: str | None = None) -> dict[str, Any]:

@@ -11,7 +11,7 @@ the ``ocirt_cgroup_drivers`` hook: ``return {"mydriver": MyDriver}``.
 
 from __future__ import annotations
 
-from ocirt.plugins.cgroups import paths
+from ocirt.core import fileio
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class CgroupDriver:
     def frozen(self) -> bool:
         """By default, what ``freeze_file`` says."""
         probe = self.freeze_file()
-        return probe is not None and paths.frozen(probe)
+        return probe is not None and fileio.holds_other_than(*probe)
 
     def freeze_file(self) -> tuple[str, str] | None:
         """A file and its content while the cgroup is not frozen, if there is one.

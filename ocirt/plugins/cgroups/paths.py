@@ -26,15 +26,6 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 _v1_mounts: dict[str, tuple[str, str]] = {}
 
 
-def frozen(freeze_file: tuple[str, str]) -> bool:
-    """Whether a driver's ``freeze_file`` (a file, its content while thawed) says frozen."""
-    path, thawed = freeze_file
-    try:
-        return fileio.read_bytes(path).decode().strip() != thawed
-    except OSError:  # the cgroup is gone, or the controller is not there
-        return False
-
-
 def is_unified() -> bool:
     """Whether /sys/fs/cgroup itself is cgroup2 (a pure v2 host)."""
     return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
